@@ -1,0 +1,1 @@
+"""RQ jobs that carry campaigns from scheduled to sent, and the worker that runs them."""

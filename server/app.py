@@ -1,0 +1,86 @@
+"""Assemble the gRPC server: servicers, interceptors, health, reflection, limits."""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from campaigns.v1 import audience_service_pb2, audience_service_pb2_grpc
+from campaigns.v1 import campaign_service_pb2, campaign_service_pb2_grpc
+from jobs.context import queue, redis_connection
+from jobs.dispatch import RQDispatcher
+from server.config import Settings
+from server.db import open_database, ping
+from server.health import HealthReporter
+from server.migrations import migrate
+from server.rpc.audience_servicer import AudienceServicer
+from server.rpc.campaign_servicer import CampaignServicer
+from server.rpc.interceptors import ServiceInterceptor
+from server.stats import read_stats
+from server.watch import StatsHub
+
+log = logging.getLogger(__name__)
+
+SERVICES = [
+    campaign_service_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name,
+    audience_service_pb2.DESCRIPTOR.services_by_name["AudienceService"].full_name,
+]
+
+
+@dataclass
+class App:
+    """A running server and the background parts that live and die with it."""
+
+    server: grpc.Server
+    port: int
+    hub: StatsHub
+    health: HealthReporter
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.health.stop()
+        self.hub.stop()  # ends every watch stream so shutdown is not held by them
+        self.server.stop(grace).wait()
+
+
+def _options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def build(settings: Settings) -> App:
+    """Open the database, migrate it, and start serving on settings.host:settings.port."""
+    open_database(settings.database_url, settings.db_pool_size)
+    migrate()
+    redis = redis_connection(settings.redis_url)
+    dispatcher = RQDispatcher(queue(redis, settings.queue_name))
+    hub = StatsHub(read_stats, settings.watch_interval, settings.max_watchers)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.server_threads, thread_name_prefix="rpc"),
+        interceptors=[ServiceInterceptor()],
+        options=_options(settings),
+    )
+    campaign_service_pb2_grpc.add_CampaignServiceServicer_to_server(
+        CampaignServicer(dispatcher, hub), server
+    )
+    audience_service_pb2_grpc.add_AudienceServiceServicer_to_server(AudienceServicer(), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server,
+    )
+    reporter = HealthReporter(health_servicer, SERVICES, {"database": ping, "redis": redis.ping})
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    server.start()
+    hub.start()
+    reporter.start()
+    log.info("serving", extra={"port": port, "database": settings.database_url.split("@")[-1]})
+    return App(server=server, port=port, hub=hub, health=reporter)

@@ -1,0 +1,284 @@
+"""Campaign use cases: create, read, list, update, delete, and the caller-driven moves
+(schedule, send now, cancel). Status changes go through `server.transitions`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import peewee as pw
+
+from server import transitions
+from server.config import MAX_NAME_LENGTH, MAX_SEARCH_LENGTH, MAX_SMS_BODY_LENGTH
+from server.db import write_transaction
+from server.exceptions import Aborted, FailedPrecondition
+from server.idempotency import run_once
+from server.listing import Page, PageRequest, paginate
+from server.models import Campaign, Delivery, Edition, utcnow
+from server.status import Action, Status
+from server.validation import Violations, invalid
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("email", "sms")
+EDITABLE_FIELDS = ("name", "segment_id", "channel", "email_message_id", "sms_body", "scheduled_at")
+ORDERINGS: dict[str, pw.Field] = {
+    "created": Campaign.created,
+    "modified": Campaign.modified,
+    "name": Campaign.name,
+    "scheduled_at": Campaign.scheduled_at,
+    "total_recipients": Campaign.total_recipients,
+}
+DEFAULT_ORDERING = "-created"
+
+
+class Dispatcher(Protocol):
+    """Hands a campaign to the job system once the database says it should move."""
+
+    def kickoff_at(self, campaign_id: int, when: dt.datetime) -> None: ...
+
+    def start_now(self, campaign_id: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class CampaignInput:
+    """Campaign fields as a caller gave them; `channel` is "email", "sms" or None."""
+
+    organization_id: int = 0
+    edition_id: int = 0
+    segment_id: int = 0
+    name: str = ""
+    channel: str | None = None
+    email_message_id: int = 0
+    sms_body: str = ""
+    scheduled_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class CampaignFilter:
+    channel: str | None = None
+    edition_id: int = 0
+    organization_id: int = 0
+    status: str | None = None
+    search: str = ""
+
+
+def _check_fields(v: Violations, data: CampaignInput) -> None:
+    v.text(data.name, "name", max_length=MAX_NAME_LENGTH, required=True)
+    v.positive_id(data.segment_id, "segment_id")
+    v.check(data.channel in CHANNELS, "channel", "is required: CHANNEL_EMAIL or CHANNEL_SMS")
+    v.positive_id(data.email_message_id, "email_message_id", required=False)
+    v.text(data.sms_body, "sms_body", max_length=MAX_SMS_BODY_LENGTH)
+    if data.channel == "email" and data.sms_body:
+        v.add("sms_body", "only SMS campaigns have an sms_body")
+    if data.channel == "sms" and data.email_message_id:
+        v.add("email_message_id", "only email campaigns have an email message")
+    if data.scheduled_at is not None and data.scheduled_at <= utcnow():
+        v.add("scheduled_at", "must be in the future")
+
+
+def _edition(edition_id: int, organization_id: int) -> Edition:
+    edition = Edition.get_or_none(
+        (Edition.id == edition_id) & (Edition.organization_id == organization_id)
+    )
+    if edition is None:
+        raise invalid(
+            "edition_id", f"edition {edition_id} does not exist in organization {organization_id}"
+        )
+    return edition
+
+
+def get_campaign(campaign_id: int) -> Campaign:
+    return transitions.load(campaign_id)
+
+
+def create_campaign(data: CampaignInput, request_id: str = "", fingerprint: str = "") -> Campaign:
+    v = Violations()
+    v.positive_id(data.organization_id, "organization_id")
+    v.positive_id(data.edition_id, "edition_id")
+    _check_fields(v, data)
+    v.raise_if_any()
+
+    def create() -> Campaign:
+        edition = _edition(data.edition_id, data.organization_id)
+        return Campaign.create(
+            organization_id=data.organization_id, edition=edition, segment_id=data.segment_id,
+            name=data.name.strip(), channel=data.channel,
+            email_message_id=data.email_message_id or None, sms_body=data.sms_body,
+            scheduled_at=data.scheduled_at, status=Status.DRAFT,
+        )
+
+    campaign, _ = run_once("CreateCampaign", request_id, fingerprint, create)
+    return campaign
+
+
+def list_campaigns(flt: CampaignFilter, ordering: str, page: PageRequest) -> Page[Campaign]:
+    v = Violations()
+    key = (ordering or DEFAULT_ORDERING).removeprefix("-")
+    v.check(key in ORDERINGS, "ordering", f"must be one of {', '.join(ORDERINGS)}, optionally with '-'")
+    v.text(flt.search, "search", max_length=MAX_SEARCH_LENGTH)
+    number, size = page.resolved(v)
+    v.raise_if_any()
+    query = Campaign.select(Campaign, Edition).join(Edition)
+    for cond in _filters(flt):
+        query = query.where(cond)
+    descending = (ordering or DEFAULT_ORDERING).startswith("-")
+    field = ORDERINGS[key]
+    if descending:
+        query = query.order_by(field.desc(nulls="LAST"), Campaign.id.desc())
+    else:
+        query = query.order_by(field.asc(nulls="LAST"), Campaign.id.asc())
+    return paginate(query, number, size)
+
+
+def _filters(flt: CampaignFilter) -> list[pw.Expression]:
+    conds = []
+    if flt.channel:
+        conds.append(Campaign.channel == flt.channel)
+    if flt.status:
+        conds.append(Campaign.status == flt.status)
+    if flt.edition_id:
+        conds.append(Campaign.edition == flt.edition_id)
+    if flt.organization_id:
+        conds.append(Campaign.organization_id == flt.organization_id)
+    if flt.search.strip():
+        # LOWER on both sides: SQLite's LIKE folds ASCII only, PostgreSQL's ILIKE folds all.
+        conds.append(pw.fn.LOWER(Campaign.name).contains(flt.search.strip().lower()))
+    return conds
+
+
+def update_campaign(
+    campaign_id: int, data: CampaignInput, mask: Collection[str], etag: str,
+    dispatcher: Dispatcher,
+) -> Campaign:
+    v = Violations()
+    if not mask:
+        v.add("update_mask", "is required: name the fields to change")
+    for path in mask:
+        v.check(path in EDITABLE_FIELDS, "update_mask", f"cannot update {path!r}; editable: "
+                + ", ".join(EDITABLE_FIELDS))
+    v.raise_if_any()
+    with write_transaction():
+        current = transitions.load(campaign_id)
+        if etag and etag != etag_of(current):
+            raise Aborted(f"campaign {campaign_id} has changed (etag {etag_of(current)})",
+                          reason="ETAG_MISMATCH")
+        transitions.require(current, Action.EDIT)
+        merged = _merge(current, data, mask)
+        _check_fields(v, merged)
+        if current.status == Status.SCHEDULED and merged.scheduled_at is None:
+            v.add("scheduled_at", "a scheduled campaign needs a time; cancel it instead")
+        v.raise_if_any()
+        changes = {name: getattr(merged, name) for name in mask}
+        if "email_message_id" in changes:
+            changes["email_message_id"] = changes["email_message_id"] or None
+        if not transitions.compare_and_set_version(current, **changes):
+            raise Aborted(f"campaign {campaign_id} changed meanwhile; try again",
+                          reason="CONCURRENT_CHANGE")
+        updated = transitions.load(campaign_id)
+    if "scheduled_at" in mask and updated.status == Status.SCHEDULED and updated.scheduled_at:
+        _dispatch(dispatcher.kickoff_at, updated.id, updated.scheduled_at)
+    return updated
+
+
+def _merge(current: Campaign, data: CampaignInput, mask: Collection[str]) -> CampaignInput:
+    base = CampaignInput(
+        organization_id=current.organization_id, edition_id=current.edition_id,
+        segment_id=current.segment_id, name=current.name, channel=current.channel,
+        email_message_id=current.email_message_id or 0, sms_body=current.sms_body,
+        scheduled_at=current.scheduled_at,
+    )
+    return replace(base, **{name: getattr(data, name) for name in mask})
+
+
+def etag_of(campaign: Campaign) -> str:
+    return f'W/"{campaign.id}-{campaign.version}"'
+
+
+def delete_campaign(campaign_id: int) -> None:
+    with write_transaction():
+        campaign = transitions.load(campaign_id)
+        transitions.require(campaign, Action.DELETE)
+        Delivery.delete().where(Delivery.campaign == campaign_id).execute()
+        deleted = (
+            Campaign.delete()
+            .where((Campaign.id == campaign_id) & (Campaign.version == campaign.version))
+            .execute()
+        )
+        if deleted != 1:
+            raise Aborted(f"campaign {campaign_id} changed meanwhile; try again",
+                          reason="CONCURRENT_CHANGE")
+
+
+def _require_content(campaign: Campaign) -> None:
+    if campaign.channel == "email" and not campaign.email_message_id:
+        missing = "email_message_id"
+    elif campaign.channel == "sms" and not campaign.sms_body.strip():
+        missing = "sms_body"
+    else:
+        return
+    raise FailedPrecondition(
+        f"campaign {campaign.id} has no {missing}: set it with UpdateCampaign first",
+        subject=f"campaigns/{campaign.id}", type_="CONTENT", reason="CONTENT_MISSING",
+    )
+
+
+def schedule_campaign(
+    campaign_id: int, when: dt.datetime | None, request_id: str, fingerprint: str,
+    dispatcher: Dispatcher,
+) -> Campaign:
+    if when is not None and when <= utcnow():
+        raise invalid("scheduled_at", "must be in the future")
+
+    def schedule() -> Campaign:
+        campaign = transitions.load(campaign_id)
+        transitions.require(campaign, Action.SCHEDULE)
+        at = when or campaign.scheduled_at
+        if at is None:
+            raise invalid("scheduled_at", "is required: the campaign has no time to send yet")
+        if at <= utcnow():
+            raise invalid("scheduled_at", "the campaign's stored time has passed; give a new one")
+        _require_content(campaign)
+        return transitions.apply(campaign_id, Action.SCHEDULE, scheduled_at=at)
+
+    campaign, ran = run_once("ScheduleCampaign", request_id, fingerprint, schedule)
+    if ran:
+        _dispatch(dispatcher.kickoff_at, campaign.id, campaign.scheduled_at)
+    return campaign
+
+
+def send_campaign_now(
+    campaign_id: int, request_id: str, fingerprint: str, dispatcher: Dispatcher
+) -> Campaign:
+    def send() -> Campaign:
+        campaign = transitions.load(campaign_id)
+        transitions.require(campaign, Action.SEND_NOW)
+        _require_content(campaign)
+        return transitions.apply(campaign_id, Action.SEND_NOW)
+
+    campaign, ran = run_once("SendCampaignNow", request_id, fingerprint, send)
+    if ran:
+        _dispatch(dispatcher.start_now, campaign.id)
+    return campaign
+
+
+def cancel_campaign(campaign_id: int, request_id: str, fingerprint: str) -> Campaign:
+    def cancel() -> Campaign:
+        return transitions.apply(campaign_id, Action.CANCEL, completed_at=utcnow())
+
+    # Jobs check the status before every batch, so nothing needs to be told.
+    campaign, _ = run_once("CancelCampaign", request_id, fingerprint, cancel)
+    return campaign
+
+
+def _dispatch(handoff: Callable[..., None], *args: object) -> None:
+    """Hand off after commit. The database already holds the truth, so a Redis outage here
+    is logged, not raised: the periodic sweep kicks off whatever is due."""
+    try:
+        handoff(*args)
+    except Exception:
+        log.warning("hand-off to the job queue failed; the sweep will pick it up",
+                    exc_info=True, extra={"campaign_id": args[0]})

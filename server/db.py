@@ -1,0 +1,79 @@
+"""The database: one proxy every model uses, opened from a URL (SQLite WAL or pooled PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+import peewee
+from playhouse import db_url
+from playhouse.pool import PooledSqliteDatabase
+
+database = peewee.DatabaseProxy()
+
+_POSTGRES_SCHEMES = {"postgres", "postgresql"}
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "busy_timeout": 15000,  # ms a writer waits for the lock before "database is locked"
+    "foreign_keys": 1,
+}
+
+
+class DatabaseURLError(ValueError):
+    """DATABASE_URL names no database this service can use."""
+
+
+def _sqlite(url: str, pool_size: int) -> peewee.Database:
+    path = url.split("://", 1)[1]
+    path = path[1:] if path.startswith("/") else path  # sqlite:///rel, sqlite:////abs
+    if not path or path == ":memory:":
+        # Every thread of the server would get its own empty in-memory database.
+        raise DatabaseURLError("SQLite needs a file path, e.g. sqlite:///var/campaigns.db")
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    return PooledSqliteDatabase(
+        path, max_connections=pool_size, stale_timeout=300, timeout=30, pragmas=SQLITE_PRAGMAS,
+        check_same_thread=False,  # pooled: a connection moves between server threads
+    )
+
+
+def open_database(url: str, pool_size: int = 20) -> peewee.Database:
+    """Open the database named by `url` and point every model at it."""
+    scheme = urlparse(url).scheme
+    if scheme.startswith("sqlite"):
+        db = _sqlite(url, pool_size)
+    elif scheme in _POSTGRES_SCHEMES:
+        pooled = url.replace(f"{scheme}://", "postgresql+pool://", 1)
+        db = db_url.connect(pooled, max_connections=pool_size, stale_timeout=300, timeout=30)
+    else:
+        raise DatabaseURLError(f"unsupported DATABASE_URL scheme {scheme!r}: use sqlite or postgresql")
+    database.initialize(db)
+    return db
+
+
+def is_postgres() -> bool:
+    return isinstance(database.obj, peewee.PostgresqlDatabase)
+
+
+def release_connection() -> None:
+    """Give this thread's connection back to the pool (a no-op when it holds none)."""
+    if not database.is_closed():
+        database.close()
+
+
+def ping() -> None:
+    """Raise unless the database answers a trivial query."""
+    try:
+        database.execute_sql("SELECT 1")
+    finally:
+        release_connection()
+
+
+def write_transaction() -> object:
+    """A transaction that will write: on SQLite it takes the write lock up front (IMMEDIATE),
+    so a read-then-write never fails half-way with "database is locked"."""
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        return database.atomic(lock_type="IMMEDIATE")
+    return database.atomic()

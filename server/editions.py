@@ -1,0 +1,113 @@
+"""Edition use cases: an edition carries the timezone campaign times are shown in."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Collection
+from dataclasses import dataclass, fields, replace
+
+from server.config import MAX_NAME_LENGTH
+from server.db import write_transaction
+from server.exceptions import NotFound
+from server.listing import Page, PageRequest, paginate
+from server.models import Edition, utcnow
+from server.validation import Violations
+
+EDITABLE_FIELDS = (
+    "name", "timezone", "default_country_code", "default_language", "start_date", "end_date",
+)
+
+
+@dataclass(frozen=True)
+class EditionInput:
+    organization_id: int = 0
+    name: str = ""
+    timezone: str = ""
+    default_country_code: str = ""
+    default_language: str = ""
+    start_date: str = ""
+    end_date: str = ""
+
+
+def valid_timezone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _date(v: Violations, value: str, field: str) -> dt.date | None:
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        v.add(field, f"must be an ISO 8601 date (YYYY-MM-DD), got {value[:40]!r}")
+        return None
+
+
+def _check(v: Violations, data: EditionInput) -> dict[str, object]:
+    v.text(data.name, "name", max_length=MAX_NAME_LENGTH, required=True)
+    v.check(valid_timezone(data.timezone), "timezone",
+            "must be an IANA timezone name such as Europe/Copenhagen")
+    code = data.default_country_code
+    v.check(not code or (code.startswith("+") and code[1:].isdigit() and len(code) <= 5),
+            "default_country_code", "must be a calling code such as +45, or empty")
+    v.text(data.default_language, "default_language", max_length=35)
+    start = _date(v, data.start_date, "start_date")
+    end = _date(v, data.end_date, "end_date")
+    if start and end and end < start:
+        v.add("end_date", "must not be before start_date")
+    values = {f.name: getattr(data, f.name) for f in fields(data)}
+    values.update(name=data.name.strip(), start_date=start, end_date=end)
+    return values
+
+
+def get_edition(edition_id: int) -> Edition:
+    edition = Edition.get_or_none(Edition.id == edition_id)
+    if edition is None:
+        raise NotFound("edition", edition_id)
+    return edition
+
+
+def create_edition(data: EditionInput) -> Edition:
+    v = Violations()
+    v.positive_id(data.organization_id, "edition.organization_id")
+    values = _check(v, data)
+    v.raise_if_any()
+    return Edition.create(**values)
+
+
+def list_editions(organization_id: int, page: PageRequest) -> Page[Edition]:
+    v = Violations()
+    number, size = page.resolved(v)
+    v.raise_if_any()
+    query = Edition.select().order_by(Edition.created.desc(), Edition.id.desc())
+    if organization_id:
+        query = query.where(Edition.organization_id == organization_id)
+    return paginate(query, number, size)
+
+
+def update_edition(edition_id: int, data: EditionInput, mask: Collection[str]) -> Edition:
+    v = Violations()
+    v.check(bool(mask), "update_mask", "is required: name the fields to change")
+    for path in mask:
+        v.check(path in EDITABLE_FIELDS, "update_mask",
+                f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}")
+    v.raise_if_any()
+    with write_transaction():
+        edition = get_edition(edition_id)
+        current = EditionInput(
+            organization_id=edition.organization_id, name=edition.name,
+            timezone=edition.timezone, default_country_code=edition.default_country_code,
+            default_language=edition.default_language,
+            start_date=edition.start_date.isoformat() if edition.start_date else "",
+            end_date=edition.end_date.isoformat() if edition.end_date else "",
+        )
+        values = _check(v, replace(current, **{p: getattr(data, p) for p in mask}))
+        v.raise_if_any()
+        changes = {p: values[p] for p in mask}
+        Edition.update(modified=utcnow(), **changes).where(Edition.id == edition_id).execute()
+        return get_edition(edition_id)

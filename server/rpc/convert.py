@@ -1,0 +1,122 @@
+"""Translate between protobuf messages and domain values; parse errors are InvalidArgument."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import zoneinfo
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+
+from campaigns.v1 import campaign_pb2, edition_pb2
+from server.campaigns import etag_of
+from server.models import Campaign, Edition
+from server.stats import Stats
+from server.validation import invalid
+
+CHANNEL_TO_PB = {"email": campaign_pb2.CHANNEL_EMAIL, "sms": campaign_pb2.CHANNEL_SMS}
+CHANNEL_FROM_PB = {v: k for k, v in CHANNEL_TO_PB.items()}
+STATUS_TO_PB = {
+    "draft": campaign_pb2.CAMPAIGN_STATUS_DRAFT,
+    "scheduled": campaign_pb2.CAMPAIGN_STATUS_SCHEDULED,
+    "calculating": campaign_pb2.CAMPAIGN_STATUS_CALCULATING,
+    "sending": campaign_pb2.CAMPAIGN_STATUS_SENDING,
+    "sent": campaign_pb2.CAMPAIGN_STATUS_SENT,
+    "failed": campaign_pb2.CAMPAIGN_STATUS_FAILED,
+    "cancelled": campaign_pb2.CAMPAIGN_STATUS_CANCELLED,
+}
+STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+# Timestamp's own valid range is years 1 to 9999; a send date needs far less.
+_MAX_YEAR = 9000
+
+
+def fingerprint(request: Message) -> str:
+    """What makes two requests "the same" for idempotent retries."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+
+
+def channel(value: int, field: str = "channel") -> str | None:
+    if value == campaign_pb2.CHANNEL_UNSPECIFIED:
+        return None
+    if value not in CHANNEL_FROM_PB:
+        raise invalid(field, f"unknown channel {value}")
+    return CHANNEL_FROM_PB[value]
+
+
+def status(value: int, field: str = "status") -> str | None:
+    if value == campaign_pb2.CAMPAIGN_STATUS_UNSPECIFIED:
+        return None
+    if value not in STATUS_FROM_PB:
+        raise invalid(field, f"unknown status {value}")
+    return STATUS_FROM_PB[value]
+
+
+def from_timestamp(ts: timestamp_pb2.Timestamp, field: str) -> dt.datetime:
+    """Naive UTC datetime from a Timestamp; out-of-range values are InvalidArgument."""
+    try:
+        value = ts.ToDatetime()
+    except (ValueError, OverflowError) as exc:
+        raise invalid(field, f"is not a valid timestamp: {exc}") from None
+    if not 1970 <= value.year <= _MAX_YEAR:
+        raise invalid(field, f"must be between 1970 and {_MAX_YEAR}")
+    return value
+
+
+def optional_timestamp(msg: Message, name: str, field: str | None = None) -> dt.datetime | None:
+    return from_timestamp(getattr(msg, name), field or name) if msg.HasField(name) else None
+
+
+def _set_ts(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> None:
+    if value is not None:
+        target.FromDatetime(value.replace(tzinfo=dt.UTC))
+
+
+def local_iso(value: dt.datetime | None, timezone: str) -> str:
+    if value is None:
+        return ""
+    try:
+        zone: dt.tzinfo = zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = dt.UTC
+    return value.replace(tzinfo=dt.UTC).astimezone(zone).isoformat()
+
+
+def campaign_to_pb(c: Campaign) -> campaign_pb2.Campaign:
+    timezone = c.edition.timezone
+    pb = campaign_pb2.Campaign(
+        id=c.id, name=c.name, organization_id=c.organization_id, edition_id=c.edition_id,
+        segment_id=c.segment_id, channel=CHANNEL_TO_PB.get(c.channel, 0),
+        email_message_id=c.email_message_id or 0, sms_body=c.sms_body,
+        status=STATUS_TO_PB[c.status], total_recipients=c.total_recipients,
+        sent_count=c.sent_count, failed_count=c.failed_count, user_count=c.user_count,
+        error_message=c.error_message, timezone=timezone,
+        scheduled_at_local=local_iso(c.scheduled_at, timezone), etag=etag_of(c),
+    )
+    for name in ("scheduled_at", "started_at", "completed_at", "created", "modified"):
+        _set_ts(getattr(pb, name), getattr(c, name))
+    return pb
+
+
+def stats_to_pb(s: Stats) -> campaign_pb2.CampaignStats:
+    pb = campaign_pb2.CampaignStats(
+        campaign_id=s.campaign_id, status=STATUS_TO_PB[s.status],
+        total_recipients=s.total_recipients, sent=s.sent, failed=s.failed,
+        delivered=s.delivered, opened=s.opened, clicked=s.clicked, bounced=s.bounced,
+        unsubscribed=s.unsubscribed, delivery_rate=s.delivery_rate, open_rate=s.open_rate,
+        click_rate=s.click_rate, unsubscribe_rate=s.unsubscribe_rate, pending=s.pending,
+    )
+    _set_ts(pb.observed_at, s.observed_at)
+    return pb
+
+
+def edition_to_pb(e: Edition) -> edition_pb2.Edition:
+    pb = edition_pb2.Edition(
+        id=e.id, organization_id=e.organization_id, name=e.name, timezone=e.timezone,
+        default_country_code=e.default_country_code, default_language=e.default_language,
+        start_date=e.start_date.isoformat() if e.start_date else "",
+        end_date=e.end_date.isoformat() if e.end_date else "",
+    )
+    _set_ts(pb.created, e.created)
+    _set_ts(pb.modified, e.modified)
+    return pb

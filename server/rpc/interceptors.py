@@ -1,0 +1,109 @@
+"""Server interceptors: request ids and access logs, the error map, and pooled connections.
+
+Every handler kind is wrapped the same way: the call runs with a request id in the logging
+context, domain errors become statuses through `server.rpc.errors`, and the thread's database
+connection goes back to the pool when the call ends (and, in streams, before each message).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from server import logs
+from server.db import release_connection
+from server.rpc.errors import to_status
+
+log = logging.getLogger("server.access")
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex[:16]
+
+
+class _Call:
+    """Bookkeeping of one call: id, timing, and how it ended."""
+
+    def __init__(self, method: str, context: grpc.ServicerContext) -> None:
+        self.method = method
+        self.context = context
+        self.started = time.perf_counter()
+        self.done = False
+        self.token = logs.request_id.set(_request_id(context))
+        context.send_initial_metadata((("x-request-id", logs.request_id.get()),))
+
+    def fail(self, error: Exception) -> None:
+        status, expected = to_status(error)
+        if not expected:
+            log.error("unhandled error", exc_info=error, extra={"method": self.method})
+        self.finish(status.code.name)
+        self.context.abort_with_status(status)
+
+    def finish(self, code: str = "OK") -> None:
+        release_connection()
+        if self.done:
+            return
+        self.done = True
+        elapsed = round((time.perf_counter() - self.started) * 1000, 2)
+        log.info("rpc", extra={"method": self.method, "code": code, "ms": elapsed})
+        logs.request_id.reset(self.token)
+
+
+def _wrap_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        call = _Call(method, context)
+        try:
+            response = behavior(request, context)
+        except Exception as error:
+            call.fail(error)
+        call.finish()
+        return response
+
+    return wrapped
+
+
+def _wrap_stream(method: str, behavior: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        call = _Call(method, context)
+        try:
+            for item in behavior(request, context):
+                release_connection()  # hold no pooled connection while the stream waits
+                yield item
+        except Exception as error:
+            call.fail(error)
+        finally:
+            # Also runs when the caller hangs up (GeneratorExit at the yield).
+            call.finish("OK" if context.is_active() else "CANCELLED")
+
+    return wrapped
+
+
+class ServiceInterceptor(grpc.ServerInterceptor):
+    """Applies request ids, access logs, the error map and connection hygiene to every RPC."""
+
+    def intercept_service(
+        self, continuation: Callable[..., Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
+            return handler
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap_unary(method, handler.unary_unary), **codec)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(method, handler.unary_stream), **codec)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap_unary(method, handler.stream_unary), **codec)
+        return grpc.stream_stream_rpc_method_handler(_wrap_stream(method, handler.stream_stream), **codec)
