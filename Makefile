@@ -36,7 +36,7 @@ worker: $(STAMP)
 	$(PY) -m jobs
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m scripts.run_tests $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server jobs scripts tests

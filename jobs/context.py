@@ -12,7 +12,7 @@ from functools import cache
 from redis import Redis
 from rq import Queue
 
-from server.config import Settings
+from server.config import DeliverySettings, Settings
 from server.db import open_database
 
 _opened_in: int | None = None
@@ -21,6 +21,11 @@ _opened_in: int | None = None
 @cache
 def settings() -> Settings:
     return Settings.from_env()
+
+
+@cache
+def delivery_settings() -> DeliverySettings:
+    return DeliverySettings.from_env()
 
 
 def ensure_database() -> None:
@@ -34,5 +39,17 @@ def redis_connection(url: str | None = None) -> Redis:
     return Redis.from_url(url or settings().redis_url, socket_timeout=10, socket_connect_timeout=5)
 
 
+_redis: dict[int, Redis] = {}
+
+
+def shared_redis() -> Redis:
+    """This process's Redis client (a forked job process makes its own)."""
+    pid = os.getpid()
+    if pid not in _redis:
+        _redis.clear()
+        _redis[pid] = redis_connection()
+    return _redis[pid]
+
+
 def queue(connection: Redis | None = None, name: str | None = None) -> Queue:
-    return Queue(name or settings().queue_name, connection=connection or redis_connection())
+    return Queue(name or settings().queue_name, connection=connection or shared_redis())

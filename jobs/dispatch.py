@@ -11,6 +11,7 @@ import datetime as dt
 from rq import Queue
 
 from jobs import kickoff
+from jobs.calculate import CALCULATE_TIMEOUT
 
 
 def kickoff_job_id(campaign_id: int, when: dt.datetime) -> str:
@@ -24,11 +25,16 @@ class RQDispatcher:
         self.queue = queue
 
     def kickoff_at(self, campaign_id: int, when: dt.datetime) -> None:
-        # RQ wants an aware UTC datetime; ours are naive UTC.
-        self.queue.enqueue_at(
-            when.replace(tzinfo=dt.UTC), kickoff.kickoff, campaign_id,
-            job_id=kickoff_job_id(campaign_id, when),
-        )
+        # RQ wants an aware UTC datetime; ours are naive UTC. Its scheduler keeps whole
+        # seconds, truncating: round up, or the job may run before `when`, find the campaign
+        # not yet due, and leave it to the (much later) sweep.
+        at = when.replace(tzinfo=dt.UTC)
+        if at.microsecond:
+            at = at.replace(microsecond=0) + dt.timedelta(seconds=1)
+        self.queue.enqueue_at(at, kickoff.kickoff, campaign_id,
+                              job_id=kickoff_job_id(campaign_id, when),
+                              job_timeout=CALCULATE_TIMEOUT)
 
     def start_now(self, campaign_id: int) -> None:
-        self.queue.enqueue(kickoff.start, campaign_id, job_id=f"start-{campaign_id}")
+        self.queue.enqueue(kickoff.start, campaign_id, job_id=f"start-{campaign_id}",
+                           job_timeout=CALCULATE_TIMEOUT)

@@ -1,25 +1,32 @@
-"""The periodic sweep: the database, not Redis, decides when a campaign is due.
+"""The periodic sweep: the database, not Redis, decides when a campaign is due or stuck.
 
 A lost Redis, a dead scheduler or a restart can drop a kickoff job; the sweep finds every
-scheduled campaign whose time has passed and kicks it off (kickoff is idempotent).
+scheduled campaign whose time has passed and kicks it off (kickoff is idempotent). A worker
+killed mid-campaign stops its heartbeat; the sweep reaps its expired leases and starts a
+fresh calculate or send job (both are safe to repeat).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
 import threading
 
 from rq import Queue
 
-from jobs import kickoff
-from jobs.context import ensure_database
+from jobs import kickoff, ledger
+from jobs.calculate import CALCULATE_TIMEOUT, calculate
+from jobs.context import delivery_settings, ensure_database
+from jobs.delivery import enqueue_send
 from server.db import release_connection
 from server.models import Campaign, utcnow
 from server.status import Status
 
 log = logging.getLogger(__name__)
 
-SWEEP_INTERVAL = 15.0  # seconds; the RQ scheduler is the fast path, this is the safety net
+# Seconds between sweeps: the RQ scheduler is the fast path, this is the safety net.
+SWEEP_INTERVAL = float(os.environ.get("SWEEP_INTERVAL") or 15.0)
 
 
 def due_campaign_ids(limit: int = 1000) -> list[int]:
@@ -36,14 +43,46 @@ def due_campaign_ids(limit: int = 1000) -> list[int]:
         release_connection()
 
 
+def stale_campaigns(stale_seconds: int) -> list[tuple[int, str]]:
+    """Calculating or sending campaigns whose workers have stopped beating."""
+    ensure_database()
+    cutoff = utcnow() - dt.timedelta(seconds=stale_seconds)
+    try:
+        query = Campaign.select(Campaign.id, Campaign.status).where(
+            Campaign.status.in_([Status.CALCULATING, Status.SENDING])
+            & (Campaign.heartbeat_at.is_null() | (Campaign.heartbeat_at < cutoff))
+        ).tuples()
+        return list(query)
+    finally:
+        release_connection()
+
+
+def resume(queue: Queue, campaign_id: int, status: str) -> None:
+    # One resume per campaign per minute at most, whatever the number of sweeping workers.
+    slot = int(utcnow().timestamp() // 60)
+    if status == Status.CALCULATING:
+        queue.enqueue(calculate, campaign_id, job_id=f"resume-calc-{campaign_id}-{slot}",
+                      job_timeout=CALCULATE_TIMEOUT)
+    else:
+        ledger.reap(campaign_id)
+        release_connection()
+        enqueue_send(queue, campaign_id, f"resume-send-{campaign_id}-{slot}")
+    log.warning("resuming a stalled campaign", extra={"campaign_id": campaign_id,
+                                                       "status": status})
+
+
 def sweep(queue: Queue) -> int:
-    """Enqueue a kickoff for every due scheduled campaign; returns how many."""
+    """Kick off due campaigns and resume stalled ones; returns how many were touched."""
     ids = due_campaign_ids()
     for campaign_id in ids:
-        queue.enqueue(kickoff.kickoff, campaign_id, job_id=f"sweep-kickoff-{campaign_id}")
+        queue.enqueue(kickoff.kickoff, campaign_id, job_id=f"sweep-kickoff-{campaign_id}",
+                      job_timeout=CALCULATE_TIMEOUT)
     if ids:
         log.info("sweep found due campaigns", extra={"count": len(ids)})
-    return len(ids)
+    stale = stale_campaigns(delivery_settings().stale_seconds)
+    for campaign_id, status in stale:
+        resume(queue, campaign_id, status)
+    return len(ids) + len(stale)
 
 
 def run_forever(queue: Queue, stop: threading.Event, interval: float = SWEEP_INTERVAL) -> None:

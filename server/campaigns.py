@@ -14,11 +14,12 @@ import peewee as pw
 from server import transitions
 from server.config import MAX_NAME_LENGTH, MAX_SEARCH_LENGTH, MAX_SMS_BODY_LENGTH
 from server.db import write_transaction
-from server.exceptions import Aborted, FailedPrecondition
+from server.exceptions import Aborted, FailedPrecondition, InvalidArgument
 from server.idempotency import run_once
 from server.listing import Page, PageRequest, paginate
-from server.models import Campaign, Delivery, Edition, utcnow
+from server.models import Campaign, Delivery, Edition, EmailMessage, Segment, utcnow
 from server.status import Action, Status
+from server.templating import compile_template
 from server.validation import Violations, invalid
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ ORDERINGS: dict[str, pw.Field] = {
     "total_recipients": Campaign.total_recipients,
 }
 DEFAULT_ORDERING = "-created"
+REFERENCES = ("segment_id", "email_message_id", "sms_body")
 
 
 class Dispatcher(Protocol):
@@ -66,7 +68,9 @@ class CampaignFilter:
     search: str = ""
 
 
-def _check_fields(v: Violations, data: CampaignInput) -> None:
+def _check_fields(v: Violations, data: CampaignInput, *, check_time: bool = True) -> None:
+    """Check the values; `check_time` False skips the "in the future" rule for a stored time
+    the caller is not changing (a draft's unused time may have passed)."""
     v.text(data.name, "name", max_length=MAX_NAME_LENGTH, required=True)
     v.positive_id(data.segment_id, "segment_id")
     v.check(data.channel in CHANNELS, "channel", "is required: CHANNEL_EMAIL or CHANNEL_SMS")
@@ -76,7 +80,7 @@ def _check_fields(v: Violations, data: CampaignInput) -> None:
         v.add("sms_body", "only SMS campaigns have an sms_body")
     if data.channel == "sms" and data.email_message_id:
         v.add("email_message_id", "only email campaigns have an email message")
-    if data.scheduled_at is not None and data.scheduled_at <= utcnow():
+    if check_time and data.scheduled_at is not None and data.scheduled_at <= utcnow():
         v.add("scheduled_at", "must be in the future")
 
 
@@ -91,19 +95,47 @@ def _edition(edition_id: int, organization_id: int) -> Edition:
     return edition
 
 
+def _check_references(v: Violations, data: CampaignInput, changed: Collection[str]) -> None:
+    """The segment and email message named must exist in the campaign's organization, and an
+    SMS body must be a template that compiles. Only `changed` fields are looked up."""
+    org = data.organization_id
+    if "segment_id" in changed and data.segment_id > 0 and not Segment.select().where(
+        (Segment.id == data.segment_id) & (Segment.organization_id == org)
+    ).exists():
+        v.add("segment_id", f"segment {data.segment_id} does not exist in organization {org}")
+    if "email_message_id" in changed and data.email_message_id > 0:
+        message = EmailMessage.get_or_none(
+            (EmailMessage.id == data.email_message_id) & (EmailMessage.organization_id == org)
+        )
+        if message is None:
+            v.add("email_message_id",
+                  f"email message {data.email_message_id} does not exist in organization {org}")
+        elif message.type != "campaign":
+            v.add("email_message_id", f"email message {message.id} is {message.type}: "
+                  "only campaign messages can be sent by campaigns")
+    if "sms_body" in changed and data.sms_body:
+        try:
+            compile_template(data.sms_body, "sms_body")
+        except InvalidArgument as exc:
+            v.items.extend(exc.violations)
+
+
 def get_campaign(campaign_id: int) -> Campaign:
     return transitions.load(campaign_id)
 
 
 def create_campaign(data: CampaignInput, request_id: str = "", fingerprint: str = "") -> Campaign:
-    v = Violations()
-    v.positive_id(data.organization_id, "organization_id")
-    v.positive_id(data.edition_id, "edition_id")
-    _check_fields(v, data)
-    v.raise_if_any()
-
     def create() -> Campaign:
+        # Validated here, not before run_once: a retry gets the first answer even once its
+        # scheduled_at has passed.
+        v = Violations()
+        v.positive_id(data.organization_id, "organization_id")
+        v.positive_id(data.edition_id, "edition_id")
+        _check_fields(v, data)
+        v.raise_if_any()
         edition = _edition(data.edition_id, data.organization_id)
+        _check_references(v, data, REFERENCES)
+        v.raise_if_any()
         return Campaign.create(
             organization_id=data.organization_id, edition=edition, segment_id=data.segment_id,
             name=data.name.strip(), channel=data.channel,
@@ -168,11 +200,18 @@ def update_campaign(
                           reason="ETAG_MISMATCH")
         transitions.require(current, Action.EDIT)
         merged = _merge(current, data, mask)
-        _check_fields(v, merged)
+        fields = Violations()
+        _check_fields(fields, merged, check_time="scheduled_at" in mask)
         if current.status == Status.SCHEDULED and merged.scheduled_at is None:
-            v.add("scheduled_at", "a scheduled campaign needs a time; cancel it instead")
+            fields.add("scheduled_at", "a scheduled campaign needs a time; cancel it instead")
+        if not fields.items:
+            _check_references(fields, merged, mask)
+        for item in fields.items:  # paths in the request: the values live under `campaign`
+            v.add(f"campaign.{item.field}", item.description)
         v.raise_if_any()
         changes = {name: getattr(merged, name) for name in mask}
+        if "name" in changes:
+            changes["name"] = changes["name"].strip()
         if "email_message_id" in changes:
             changes["email_message_id"] = changes["email_message_id"] or None
         if not transitions.compare_and_set_version(current, **changes):
@@ -230,10 +269,9 @@ def schedule_campaign(
     campaign_id: int, when: dt.datetime | None, request_id: str, fingerprint: str,
     dispatcher: Dispatcher,
 ) -> Campaign:
-    if when is not None and when <= utcnow():
-        raise invalid("scheduled_at", "must be in the future")
-
     def schedule() -> Campaign:
+        if when is not None and when <= utcnow():  # inside: a retry is replayed, not re-checked
+            raise invalid("scheduled_at", "must be in the future")
         campaign = transitions.load(campaign_id)
         transitions.require(campaign, Action.SCHEDULE)
         at = when or campaign.scheduled_at
@@ -257,7 +295,7 @@ def send_campaign_now(
         campaign = transitions.load(campaign_id)
         transitions.require(campaign, Action.SEND_NOW)
         _require_content(campaign)
-        return transitions.apply(campaign_id, Action.SEND_NOW)
+        return transitions.apply(campaign_id, Action.SEND_NOW, heartbeat_at=utcnow())
 
     campaign, ran = run_once("SendCampaignNow", request_id, fingerprint, send)
     if ran:

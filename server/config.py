@@ -72,3 +72,70 @@ class Settings:
             max_message_bytes=_env_int("GRPC_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
             db_pool_size=_env_int("DB_POOL_SIZE", 20),
         )
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How workers send: providers, batching, leases, retries and rates."""
+
+    email_provider: str = "outbox"  # "smtp" or "outbox" (files under outbox_dir)
+    sms_provider: str = "outbox"  # "twilio" or "outbox"
+    outbox_dir: str = "var/outbox"
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_security: str = "none"  # "none", "starttls" or "tls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_timeout: float = 30.0
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from: str = ""
+    twilio_timeout: float = 15.0
+    public_base_url: str = "http://127.0.0.1:8080"
+    tracking_secret: str = "dev-only-secret-change-me"
+    message_id_domain: str = "campaigns.local"
+    email_rate: float = 0.0  # messages per second shared by all workers; 0 = unlimited
+    sms_rate: float = 0.0
+    claim_size: int = 200  # rows one claim takes
+    group_size: int = 50  # rows marked "sending" at once: the most a crash can leave ambiguous
+    lease_seconds: int = 60
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+    job_budget_seconds: float = 30.0  # a send job hands over to a fresh one after this long
+    parallel_send_jobs: int = 4
+    stale_seconds: int = 60  # no heartbeat for this long: the sweep resumes the campaign
+
+    @classmethod
+    def from_env(cls) -> DeliverySettings:
+        env = os.environ
+        smtp_host = env.get("SMTP_HOST", "")
+        sid = env.get("TWILIO_ACCOUNT_SID", "")
+        return cls(
+            email_provider=env.get("EMAIL_PROVIDER") or ("smtp" if smtp_host else "outbox"),
+            sms_provider=env.get("SMS_PROVIDER") or ("twilio" if sid else "outbox"),
+            outbox_dir=env.get("OUTBOX_DIR") or "var/outbox",
+            smtp_host=smtp_host,
+            smtp_port=_env_int("SMTP_PORT", 25),
+            smtp_security=env.get("SMTP_SECURITY") or "none",
+            smtp_username=env.get("SMTP_USERNAME", ""),
+            smtp_password=env.get("SMTP_PASSWORD", ""),
+            twilio_base_url=env.get("TWILIO_BASE_URL") or "https://api.twilio.com",
+            twilio_account_sid=sid,
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),
+            twilio_from=env.get("TWILIO_FROM", ""),
+            public_base_url=env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8080",
+            tracking_secret=env.get("TRACKING_SECRET") or "dev-only-secret-change-me",
+            message_id_domain=env.get("MESSAGE_ID_DOMAIN") or "campaigns.local",
+            email_rate=_env_float("EMAIL_RATE_LIMIT", 0.0),
+            sms_rate=_env_float("SMS_RATE_LIMIT", 0.0),
+            claim_size=_env_int("SEND_CLAIM_SIZE", 200),
+            group_size=_env_int("SEND_GROUP_SIZE", 50),
+            lease_seconds=_env_int("LEASE_SECONDS", 60),
+            max_attempts=_env_int("MAX_SEND_ATTEMPTS", 5),
+            retry_base_seconds=_env_float("RETRY_BASE_SECONDS", 2.0),
+            job_budget_seconds=_env_float("SEND_JOB_BUDGET_SECONDS", 30.0),
+            parallel_send_jobs=_env_int("PARALLEL_SEND_JOBS", 4),
+            stale_seconds=_env_int("STALE_SECONDS", 60),
+        )

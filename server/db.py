@@ -33,10 +33,18 @@ def _sqlite(url: str, pool_size: int) -> peewee.Database:
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    return PooledSqliteDatabase(
+    db = PooledSqliteDatabase(
         path, max_connections=pool_size, stale_timeout=300, timeout=30, pragmas=SQLITE_PRAGMAS,
         check_same_thread=False,  # pooled: a connection moves between server threads
+        field_types={"JSONDOC": "TEXT"},
     )
+    # SQLite's built-in lower() folds ASCII only; searches must fold "Æ" as PostgreSQL does.
+    db.register_function(_lower, "lower", 1)
+    return db
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def open_database(url: str, pool_size: int = 20) -> peewee.Database:
@@ -46,7 +54,10 @@ def open_database(url: str, pool_size: int = 20) -> peewee.Database:
         db = _sqlite(url, pool_size)
     elif scheme in _POSTGRES_SCHEMES:
         pooled = url.replace(f"{scheme}://", "postgresql+pool://", 1)
-        db = db_url.connect(pooled, max_connections=pool_size, stale_timeout=300, timeout=30)
+        db = db_url.connect(
+            pooled, max_connections=pool_size, stale_timeout=300, timeout=30,
+            field_types={"JSONDOC": "JSONB"},
+        )
     else:
         raise DatabaseURLError(f"unsupported DATABASE_URL scheme {scheme!r}: use sqlite or postgresql")
     database.initialize(db)

@@ -33,7 +33,7 @@ class EditionInput:
 def valid_timezone(name: str) -> bool:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a dir
         return False
     return True
 
@@ -49,17 +49,20 @@ def _date(v: Violations, value: str, field: str) -> dt.date | None:
 
 
 def _check(v: Violations, data: EditionInput) -> dict[str, object]:
-    v.text(data.name, "name", max_length=MAX_NAME_LENGTH, required=True)
-    v.check(valid_timezone(data.timezone), "timezone",
+    # Field paths are relative to the request: both Create and Update nest the edition.
+    v.text(data.name, "edition.name", max_length=MAX_NAME_LENGTH, required=True)
+    v.check(valid_timezone(data.timezone), "edition.timezone",
             "must be an IANA timezone name such as Europe/Copenhagen")
     code = data.default_country_code
-    v.check(not code or (code.startswith("+") and code[1:].isdigit() and len(code) <= 5),
-            "default_country_code", "must be a calling code such as +45, or empty")
-    v.text(data.default_language, "default_language", max_length=35)
-    start = _date(v, data.start_date, "start_date")
-    end = _date(v, data.end_date, "end_date")
+    digits = code[1:]
+    v.check(not code or (code.startswith("+") and digits.isascii() and digits.isdigit()
+                         and len(code) <= 5),
+            "edition.default_country_code", "must be a calling code such as +45, or empty")
+    v.text(data.default_language, "edition.default_language", max_length=35)
+    start = _date(v, data.start_date, "edition.start_date")
+    end = _date(v, data.end_date, "edition.end_date")
     if start and end and end < start:
-        v.add("end_date", "must not be before start_date")
+        v.add("edition.end_date", "must not be before start_date")
     values = {f.name: getattr(data, f.name) for f in fields(data)}
     values.update(name=data.name.strip(), start_date=start, end_date=end)
     return values

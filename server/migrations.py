@@ -9,6 +9,8 @@ import logging
 from collections.abc import Callable
 
 import peewee as pw
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as migrate_schema
 
 from server import models
 from server.db import database, is_postgres, write_transaction
@@ -25,7 +27,32 @@ def _v1_initial(db: pw.Database) -> None:
     )
 
 
-STEPS: list[Callable[[pw.Database], None]] = [_v1_initial]
+def _v2_audience_and_content(db: pw.Database) -> None:
+    db.create_tables(
+        [models.User, models.UserEdition, models.Segment, models.EmailMessage], safe=True
+    )
+
+
+def _add_columns(db: pw.Database, table: str, columns: dict[str, pw.Field]) -> None:
+    """ALTER TABLE ADD COLUMN for each column the table lacks, so existing rows are kept.
+    (A database created fresh at v1 already has them: v1 creates tables from today's models.)"""
+    present = {column.name for column in db.get_columns(table)}
+    migrator = SchemaMigrator.from_database(db)
+    operations = [migrator.add_column(table, name, field)
+                  for name, field in columns.items() if name not in present]
+    if operations:
+        migrate_schema(*operations)
+
+
+def _v3_delivery_engine(db: pw.Database) -> None:
+    _add_columns(db, "delivery", {"address": pw.CharField(max_length=320, default="")})
+    _add_columns(db, "campaign", {"heartbeat_at": pw.DateTimeField(null=True)})
+    db.create_tables([models.Suppression], safe=True)
+
+
+STEPS: list[Callable[[pw.Database], None]] = [
+    _v1_initial, _v2_audience_and_content, _v3_delivery_engine,
+]
 
 
 def current_version() -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from enum import StrEnum
+from typing import Any
 
 import peewee as pw
 
@@ -19,6 +21,19 @@ class BaseModel(pw.Model):
     class Meta:
         database = database
         legacy_table_names = False
+
+
+class JSONField(pw.Field):
+    """A JSON document: JSONB on PostgreSQL (queryable, indexed by the pushdown), TEXT on SQLite
+    (queried with the JSON1 functions). The type name is mapped per database in server.db."""
+
+    field_type = "JSONDOC"
+
+    def db_value(self, value: Any) -> Any:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 class SchemaVersion(BaseModel):
@@ -66,6 +81,8 @@ class Campaign(BaseModel):
     created = pw.DateTimeField(default=utcnow)
     modified = pw.DateTimeField(default=utcnow)
     version = pw.IntegerField(default=1)
+    # Workers touch this as they progress; the sweep resumes a campaign whose beat stops.
+    heartbeat_at = pw.DateTimeField(null=True)
 
     class Meta:
         # One index per ordering, each ending in id: the tie-breaker that keeps pages apart.
@@ -97,6 +114,7 @@ class Delivery(BaseModel):
     id = pw.BigAutoField()
     campaign = pw.ForeignKeyField(Campaign, column_name="campaign_id", on_delete="CASCADE")
     user_id = pw.BigIntegerField()
+    address = pw.CharField(max_length=320, default="")  # frozen at calculation
     status = pw.CharField(max_length=16, default=DeliveryStatus.PENDING)
     skip_reason = pw.CharField(max_length=32, default="")
     attempts = pw.IntegerField(default=0)
@@ -121,6 +139,31 @@ class Delivery(BaseModel):
         )
 
 
+class SkipReason(StrEnum):
+    """Why a matched user gets no message."""
+
+    NO_ADDRESS = "no_address"
+    NO_CONSENT = "no_consent"
+    UNSUBSCRIBED = "unsubscribed"
+    SUPPRESSED = "suppressed"
+    INVALID_ADDRESS = "invalid_address"
+    DUPLICATE_ADDRESS = "duplicate_address"
+
+
+class Suppression(BaseModel):
+    """An address an organization must not send to on a channel (hard bounce, complaint, STOP)."""
+
+    id = pw.BigAutoField()
+    organization_id = pw.BigIntegerField()
+    channel = pw.CharField(max_length=8)
+    address = pw.CharField(max_length=320)
+    reason = pw.CharField(max_length=64, default="")
+    created = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("organization_id", "channel", "address"), True),)
+
+
 class IdempotencyKey(BaseModel):
     """The first result of a mutating call made with a `request_id`, replayed on retries."""
 
@@ -136,4 +179,79 @@ class IdempotencyKey(BaseModel):
         indexes = ((("method", "key"), True),)
 
 
-ALL_MODELS: list[type[BaseModel]] = [SchemaVersion, Edition, Campaign, Delivery, IdempotencyKey]
+class User(BaseModel):
+    """A recipient. Erasure blanks the personal fields and sets `erased_at`; the row stays so
+    past ledger rows keep pointing somewhere (and counting)."""
+
+    id = pw.BigAutoField()
+    organization_id = pw.BigIntegerField()
+    external_id = pw.CharField(max_length=255)
+    email = pw.CharField(max_length=320, default="")
+    phone = pw.CharField(max_length=20, default="")
+    first_name = pw.CharField(max_length=255, default="")
+    last_name = pw.CharField(max_length=255, default="")
+    language = pw.CharField(max_length=35, default="")
+    attributes = JSONField(default=dict)
+    email_consent = pw.BooleanField(default=False)
+    sms_consent = pw.BooleanField(default=False)
+    email_unsubscribed = pw.BooleanField(default=False)
+    sms_unsubscribed = pw.BooleanField(default=False)
+    erased_at = pw.DateTimeField(null=True)
+    created = pw.DateTimeField(default=utcnow)
+    modified = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "users"  # "user" is reserved in PostgreSQL
+        indexes = (
+            (("organization_id", "external_id"), True),
+            # Segment scans walk an organization's users by id (keyset pages).
+            (("organization_id", "id"), False),
+        )
+
+
+class UserEdition(BaseModel):
+    """Membership of a user in an edition."""
+
+    user = pw.ForeignKeyField(User, column_name="user_id", on_delete="CASCADE")
+    edition = pw.ForeignKeyField(Edition, column_name="edition_id", on_delete="CASCADE")
+
+    class Meta:
+        primary_key = pw.CompositeKey("user", "edition")
+        indexes = ((("edition", "user"), False),)
+
+
+class Segment(BaseModel):
+    """An audience: users of an organization (optionally one edition) matching a CEL expression."""
+
+    id = pw.BigAutoField()
+    organization_id = pw.BigIntegerField(index=True)
+    edition = pw.ForeignKeyField(
+        Edition, column_name="edition_id", null=True, on_delete="RESTRICT", index=True
+    )
+    name = pw.CharField(max_length=255)
+    expression = pw.TextField()
+    created = pw.DateTimeField(default=utcnow)
+    modified = pw.DateTimeField(default=utcnow)
+
+
+class EmailMessage(BaseModel):
+    """Email content: Jinja2 templates for subject, HTML and text bodies."""
+
+    id = pw.BigAutoField()
+    organization_id = pw.BigIntegerField(index=True)
+    edition = pw.ForeignKeyField(Edition, column_name="edition_id", on_delete="RESTRICT", index=True)
+    type = pw.CharField(max_length=16)
+    subject = pw.CharField(max_length=998)
+    from_name = pw.CharField(max_length=255, default="")
+    from_email = pw.CharField(max_length=320)
+    reply_to = pw.CharField(max_length=320, default="")
+    html_body = pw.TextField(default="")
+    text_body = pw.TextField(default="")
+    created = pw.DateTimeField(default=utcnow)
+    modified = pw.DateTimeField(default=utcnow)
+
+
+ALL_MODELS: list[type[BaseModel]] = [
+    SchemaVersion, Edition, Campaign, Delivery, IdempotencyKey, User, UserEdition, Segment,
+    EmailMessage, Suppression,
+]

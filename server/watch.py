@@ -93,7 +93,13 @@ class StatsHub:
                     reason="TOO_MANY_WATCHERS",
                 )
             self._subs[campaign_id].add(sub)
-            self._last.setdefault(campaign_id, first)
+            last = self._last.get(campaign_id)
+            if last is None:
+                self._last[campaign_id] = first
+            elif last != first:
+                # The newcomer read figures the others have not seen (or vice versa): forget
+                # the shared reading so the next poll pushes to every watcher.
+                del self._last[campaign_id]
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:

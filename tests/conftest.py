@@ -17,7 +17,11 @@ import grpc
 import psycopg2
 import pytest
 
-from campaigns.v1 import audience_service_pb2_grpc, campaign_service_pb2_grpc
+from campaigns.v1 import (
+    audience_service_pb2_grpc,
+    campaign_service_pb2_grpc,
+    email_message_service_pb2_grpc,
+)
 from scripts import localredis
 from server.app import App, build
 from server.config import Settings
@@ -107,6 +111,11 @@ def campaigns(channel: grpc.Channel) -> campaign_service_pb2_grpc.CampaignServic
 @pytest.fixture(scope="session")
 def audience(channel: grpc.Channel) -> audience_service_pb2_grpc.AudienceServiceStub:
     return audience_service_pb2_grpc.AudienceServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def messages(channel: grpc.Channel) -> email_message_service_pb2_grpc.EmailMessageServiceStub:
+    return email_message_service_pb2_grpc.EmailMessageServiceStub(channel)
 
 
 @pytest.fixture

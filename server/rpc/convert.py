@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import zoneinfo
+from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from campaigns.v1 import campaign_pb2, edition_pb2
+from campaigns.v1 import campaign_pb2, edition_pb2, email_message_pb2, segment_pb2, user_pb2
 from server.campaigns import etag_of
-from server.models import Campaign, Edition
+from server.models import Campaign, Edition, EmailMessage, Segment, User
 from server.stats import Stats
 from server.validation import invalid
 
@@ -119,4 +120,70 @@ def edition_to_pb(e: Edition) -> edition_pb2.Edition:
     )
     _set_ts(pb.created, e.created)
     _set_ts(pb.modified, e.modified)
+    return pb
+
+
+def _integral(value: Any) -> Any:
+    """Struct numbers are doubles; JSON has one number type, so 3.0 is stored as 3."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return dict(_integral(json_format.MessageToDict(struct)))
+
+
+def user_to_pb(u: User, editions: list[int]) -> user_pb2.User:
+    pb = user_pb2.User(
+        id=u.id, external_id=u.external_id, organization_id=u.organization_id,
+        edition_ids=editions, email=u.email, phone=u.phone, first_name=u.first_name,
+        last_name=u.last_name, language=u.language, email_consent=u.email_consent,
+        sms_consent=u.sms_consent, email_unsubscribed=u.email_unsubscribed,
+        sms_unsubscribed=u.sms_unsubscribed,
+    )
+    pb.attributes.update(u.attributes or {})
+    _set_ts(pb.created, u.created)
+    _set_ts(pb.modified, u.modified)
+    return pb
+
+
+def segment_to_pb(s: Segment) -> segment_pb2.Segment:
+    pb = segment_pb2.Segment(
+        id=s.id, organization_id=s.organization_id, edition_id=s.edition_id or 0, name=s.name,
+        expression=s.expression,
+    )
+    _set_ts(pb.created, s.created)
+    _set_ts(pb.modified, s.modified)
+    return pb
+
+
+MESSAGE_TYPE_TO_PB = {
+    "campaign": email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN,
+    "transactional": email_message_pb2.EMAIL_MESSAGE_TYPE_TRANSACTIONAL,
+}
+MESSAGE_TYPE_FROM_PB = {v: k for k, v in MESSAGE_TYPE_TO_PB.items()}
+
+
+def message_type(value: int, field: str = "type") -> str | None:
+    if value == email_message_pb2.EMAIL_MESSAGE_TYPE_UNSPECIFIED:
+        return None
+    if value not in MESSAGE_TYPE_FROM_PB:
+        raise invalid(field, f"unknown email message type {value}")
+    return MESSAGE_TYPE_FROM_PB[value]
+
+
+def email_message_to_pb(m: EmailMessage) -> email_message_pb2.EmailMessage:
+    pb = email_message_pb2.EmailMessage(
+        id=m.id, organization_id=m.organization_id, edition_id=m.edition_id,
+        type=MESSAGE_TYPE_TO_PB.get(m.type, 0), subject=m.subject, from_name=m.from_name,
+        from_email=m.from_email, reply_to=m.reply_to, html_body=m.html_body,
+        text_body=m.text_body,
+    )
+    _set_ts(pb.created, m.created)
+    _set_ts(pb.modified, m.modified)
     return pb

@@ -23,32 +23,80 @@ _sym_db = _symbol_database.Default()
 
 
 from campaigns.v1 import edition_pb2 as campaigns_dot_v1_dot_edition__pb2
+from campaigns.v1 import segment_pb2 as campaigns_dot_v1_dot_segment__pb2
+from campaigns.v1 import user_pb2 as campaigns_dot_v1_dot_user__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#campaigns/v1/audience_service.proto\x12\x0c\x63\x61mpaigns.v1\x1a\x1a\x63\x61mpaigns/v1/edition.proto\x1a google/protobuf/field_mask.proto\">\n\x14\x43reateEditionRequest\x12&\n\x07\x65\x64ition\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Edition\"?\n\x15\x43reateEditionResponse\x12&\n\x07\x65\x64ition\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Edition\"\x1f\n\x11GetEditionRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"<\n\x12GetEditionResponse\x12&\n\x07\x65\x64ition\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Edition\"O\n\x13ListEditionsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\x03\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"w\n\x14ListEditionsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x11\n\tnext_page\x18\x02 \x01(\x05\x12\x15\n\rprevious_page\x18\x03 \x01(\x05\x12&\n\x07results\x18\x04 \x03(\x0b\x32\x15.campaigns.v1.Edition\"{\n\x14UpdateEditionRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x07\x65\x64ition\x18\x02 \x01(\x0b\x32\x15.campaigns.v1.Edition\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateEditionResponse\x12&\n\x07\x65\x64ition\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Edition2\xed\x02\n\x0f\x41udienceService\x12X\n\rCreateEdition\x12\".campaigns.v1.CreateEditionRequest\x1a#.campaigns.v1.CreateEditionResponse\x12O\n\nGetEdition\x12\x1f.campaigns.v1.GetEditionRequest\x1a .campaigns.v1.GetEditionResponse\x12U\n\x0cListEditions\x12!.campaigns.v1.ListEditionsRequest\x1a\".campaigns.v1.ListEditionsResponse\x12X\n\rUpdateEdition\x12\".campaigns.v1.UpdateEditionRequest\x1a#.campaigns.v1.UpdateEditionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#campaigns/v1/audience_service.proto\x12\x0c\x63\x61mpaigns.v1\x1a\x1a\x63\x61mpaigns/v1/edition.proto\x1a\x1a\x63\x61mpaigns/v1/segment.proto\x1a\x17\x63\x61mpaigns/v1/user.proto\x1a google/protobuf/field_mask.proto\">\n\x14\x43reateEditionRequest\x12&\n\x07\x65\x64ition\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Edition\"?\n\x15\x43reateEditionResponse\x12&\n\x07\x65\x64ition\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Edition\"\x1f\n\x11GetEditionRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"<\n\x12GetEditionResponse\x12&\n\x07\x65\x64ition\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Edition\"O\n\x13ListEditionsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\x03\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"w\n\x14ListEditionsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x11\n\tnext_page\x18\x02 \x01(\x05\x12\x15\n\rprevious_page\x18\x03 \x01(\x05\x12&\n\x07results\x18\x04 \x03(\x0b\x32\x15.campaigns.v1.Edition\"{\n\x14UpdateEditionRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x07\x65\x64ition\x18\x02 \x01(\x0b\x32\x15.campaigns.v1.Edition\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateEditionResponse\x12&\n\x07\x65\x64ition\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Edition\"d\n\x12ImportUsersRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\x03\x12\x12\n\nedition_id\x18\x02 \x01(\x03\x12!\n\x05users\x18\x03 \x03(\x0b\x32\x12.campaigns.v1.User\"|\n\x13ImportUsersResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\x0f\n\x07updated\x18\x02 \x01(\x03\x12\x10\n\x08rejected\x18\x03 \x01(\x03\x12\x31\n\nrejections\x18\x04 \x03(\x0b\x32\x1d.campaigns.v1.ImportRejection\"T\n\x0fImportRejection\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"3\n\x0fGetUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.campaigns.v1.User\"\xb8\x01\n\x10ListUsersRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\x03\x12\x12\n\nedition_id\x18\x02 \x01(\x03\x12\x1a\n\remail_consent\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x18\n\x0bsms_consent\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\x0c\n\x04page\x18\x05 \x01(\x05\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x42\x10\n\x0e_email_consentB\x0e\n\x0c_sms_consent\"q\n\x11ListUsersResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x11\n\tnext_page\x18\x02 \x01(\x05\x12\x15\n\rprevious_page\x18\x03 \x01(\x05\x12#\n\x07results\x18\x04 \x03(\x0b\x32\x12.campaigns.v1.User\"\x1f\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x14\n\x12\x44\x65leteUserResponse\">\n\x14\x43reateSegmentRequest\x12&\n\x07segment\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Segment\"?\n\x15\x43reateSegmentResponse\x12&\n\x07segment\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Segment\"\x1f\n\x11GetSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"<\n\x12GetSegmentResponse\x12&\n\x07segment\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Segment\"c\n\x13ListSegmentsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\x03\x12\x12\n\nedition_id\x18\x02 \x01(\x03\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"w\n\x14ListSegmentsResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x11\n\tnext_page\x18\x02 \x01(\x05\x12\x15\n\rprevious_page\x18\x03 \x01(\x05\x12&\n\x07results\x18\x04 \x03(\x0b\x32\x15.campaigns.v1.Segment\"{\n\x14UpdateSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x07segment\x18\x02 \x01(\x0b\x32\x15.campaigns.v1.Segment\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateSegmentResponse\x12&\n\x07segment\x18\x01 \x01(\x0b\x32\x15.campaigns.v1.Segment\"\"\n\x14\x44\x65leteSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x17\n\x15\x44\x65leteSegmentResponse\"6\n ValidateSegmentExpressionRequest\x12\x12\n\nexpression\x18\x01 \x01(\t\"t\n!ValidateSegmentExpressionResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x04 \x01(\x05\x12\x13\n\x0bpushed_down\x18\x05 \x03(\t\"\x81\x01\n\x15PreviewSegmentRequest\x12\x12\n\nsegment_id\x18\x01 \x01(\x03\x12\x17\n\x0forganization_id\x18\x02 \x01(\x03\x12\x12\n\nedition_id\x18\x03 \x01(\x03\x12\x12\n\nexpression\x18\x04 \x01(\t\x12\x13\n\x0bsample_size\x18\x05 \x01(\x05\"^\n\x16PreviewSegmentResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\"\n\x06sample\x18\x02 \x03(\x0b\x32\x12.campaigns.v1.User\x12\x11\n\tevaluated\x18\x03 \x01(\x03\x32\xbb\n\n\x0f\x41udienceService\x12X\n\rCreateEdition\x12\".campaigns.v1.CreateEditionRequest\x1a#.campaigns.v1.CreateEditionResponse\x12O\n\nGetEdition\x12\x1f.campaigns.v1.GetEditionRequest\x1a .campaigns.v1.GetEditionResponse\x12U\n\x0cListEditions\x12!.campaigns.v1.ListEditionsRequest\x1a\".campaigns.v1.ListEditionsResponse\x12X\n\rUpdateEdition\x12\".campaigns.v1.UpdateEditionRequest\x1a#.campaigns.v1.UpdateEditionResponse\x12T\n\x0bImportUsers\x12 .campaigns.v1.ImportUsersRequest\x1a!.campaigns.v1.ImportUsersResponse(\x01\x12\x46\n\x07GetUser\x12\x1c.campaigns.v1.GetUserRequest\x1a\x1d.campaigns.v1.GetUserResponse\x12L\n\tListUsers\x12\x1e.campaigns.v1.ListUsersRequest\x1a\x1f.campaigns.v1.ListUsersResponse\x12O\n\nDeleteUser\x12\x1f.campaigns.v1.DeleteUserRequest\x1a .campaigns.v1.DeleteUserResponse\x12X\n\rCreateSegment\x12\".campaigns.v1.CreateSegmentRequest\x1a#.campaigns.v1.CreateSegmentResponse\x12O\n\nGetSegment\x12\x1f.campaigns.v1.GetSegmentRequest\x1a .campaigns.v1.GetSegmentResponse\x12U\n\x0cListSegments\x12!.campaigns.v1.ListSegmentsRequest\x1a\".campaigns.v1.ListSegmentsResponse\x12X\n\rUpdateSegment\x12\".campaigns.v1.UpdateSegmentRequest\x1a#.campaigns.v1.UpdateSegmentResponse\x12X\n\rDeleteSegment\x12\".campaigns.v1.DeleteSegmentRequest\x1a#.campaigns.v1.DeleteSegmentResponse\x12|\n\x19ValidateSegmentExpression\x12..campaigns.v1.ValidateSegmentExpressionRequest\x1a/.campaigns.v1.ValidateSegmentExpressionResponse\x12[\n\x0ePreviewSegment\x12#.campaigns.v1.PreviewSegmentRequest\x1a$.campaigns.v1.PreviewSegmentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'campaigns.v1.audience_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEEDITIONREQUEST']._serialized_start=115
-  _globals['_CREATEEDITIONREQUEST']._serialized_end=177
-  _globals['_CREATEEDITIONRESPONSE']._serialized_start=179
-  _globals['_CREATEEDITIONRESPONSE']._serialized_end=242
-  _globals['_GETEDITIONREQUEST']._serialized_start=244
-  _globals['_GETEDITIONREQUEST']._serialized_end=275
-  _globals['_GETEDITIONRESPONSE']._serialized_start=277
-  _globals['_GETEDITIONRESPONSE']._serialized_end=337
-  _globals['_LISTEDITIONSREQUEST']._serialized_start=339
-  _globals['_LISTEDITIONSREQUEST']._serialized_end=418
-  _globals['_LISTEDITIONSRESPONSE']._serialized_start=420
-  _globals['_LISTEDITIONSRESPONSE']._serialized_end=539
-  _globals['_UPDATEEDITIONREQUEST']._serialized_start=541
-  _globals['_UPDATEEDITIONREQUEST']._serialized_end=664
-  _globals['_UPDATEEDITIONRESPONSE']._serialized_start=666
-  _globals['_UPDATEEDITIONRESPONSE']._serialized_end=729
-  _globals['_AUDIENCESERVICE']._serialized_start=732
-  _globals['_AUDIENCESERVICE']._serialized_end=1097
+  _globals['_CREATEEDITIONREQUEST']._serialized_start=168
+  _globals['_CREATEEDITIONREQUEST']._serialized_end=230
+  _globals['_CREATEEDITIONRESPONSE']._serialized_start=232
+  _globals['_CREATEEDITIONRESPONSE']._serialized_end=295
+  _globals['_GETEDITIONREQUEST']._serialized_start=297
+  _globals['_GETEDITIONREQUEST']._serialized_end=328
+  _globals['_GETEDITIONRESPONSE']._serialized_start=330
+  _globals['_GETEDITIONRESPONSE']._serialized_end=390
+  _globals['_LISTEDITIONSREQUEST']._serialized_start=392
+  _globals['_LISTEDITIONSREQUEST']._serialized_end=471
+  _globals['_LISTEDITIONSRESPONSE']._serialized_start=473
+  _globals['_LISTEDITIONSRESPONSE']._serialized_end=592
+  _globals['_UPDATEEDITIONREQUEST']._serialized_start=594
+  _globals['_UPDATEEDITIONREQUEST']._serialized_end=717
+  _globals['_UPDATEEDITIONRESPONSE']._serialized_start=719
+  _globals['_UPDATEEDITIONRESPONSE']._serialized_end=782
+  _globals['_IMPORTUSERSREQUEST']._serialized_start=784
+  _globals['_IMPORTUSERSREQUEST']._serialized_end=884
+  _globals['_IMPORTUSERSRESPONSE']._serialized_start=886
+  _globals['_IMPORTUSERSRESPONSE']._serialized_end=1010
+  _globals['_IMPORTREJECTION']._serialized_start=1012
+  _globals['_IMPORTREJECTION']._serialized_end=1096
+  _globals['_GETUSERREQUEST']._serialized_start=1098
+  _globals['_GETUSERREQUEST']._serialized_end=1126
+  _globals['_GETUSERRESPONSE']._serialized_start=1128
+  _globals['_GETUSERRESPONSE']._serialized_end=1179
+  _globals['_LISTUSERSREQUEST']._serialized_start=1182
+  _globals['_LISTUSERSREQUEST']._serialized_end=1366
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1368
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1481
+  _globals['_DELETEUSERREQUEST']._serialized_start=1483
+  _globals['_DELETEUSERREQUEST']._serialized_end=1514
+  _globals['_DELETEUSERRESPONSE']._serialized_start=1516
+  _globals['_DELETEUSERRESPONSE']._serialized_end=1536
+  _globals['_CREATESEGMENTREQUEST']._serialized_start=1538
+  _globals['_CREATESEGMENTREQUEST']._serialized_end=1600
+  _globals['_CREATESEGMENTRESPONSE']._serialized_start=1602
+  _globals['_CREATESEGMENTRESPONSE']._serialized_end=1665
+  _globals['_GETSEGMENTREQUEST']._serialized_start=1667
+  _globals['_GETSEGMENTREQUEST']._serialized_end=1698
+  _globals['_GETSEGMENTRESPONSE']._serialized_start=1700
+  _globals['_GETSEGMENTRESPONSE']._serialized_end=1760
+  _globals['_LISTSEGMENTSREQUEST']._serialized_start=1762
+  _globals['_LISTSEGMENTSREQUEST']._serialized_end=1861
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_start=1863
+  _globals['_LISTSEGMENTSRESPONSE']._serialized_end=1982
+  _globals['_UPDATESEGMENTREQUEST']._serialized_start=1984
+  _globals['_UPDATESEGMENTREQUEST']._serialized_end=2107
+  _globals['_UPDATESEGMENTRESPONSE']._serialized_start=2109
+  _globals['_UPDATESEGMENTRESPONSE']._serialized_end=2172
+  _globals['_DELETESEGMENTREQUEST']._serialized_start=2174
+  _globals['_DELETESEGMENTREQUEST']._serialized_end=2208
+  _globals['_DELETESEGMENTRESPONSE']._serialized_start=2210
+  _globals['_DELETESEGMENTRESPONSE']._serialized_end=2233
+  _globals['_VALIDATESEGMENTEXPRESSIONREQUEST']._serialized_start=2235
+  _globals['_VALIDATESEGMENTEXPRESSIONREQUEST']._serialized_end=2289
+  _globals['_VALIDATESEGMENTEXPRESSIONRESPONSE']._serialized_start=2291
+  _globals['_VALIDATESEGMENTEXPRESSIONRESPONSE']._serialized_end=2407
+  _globals['_PREVIEWSEGMENTREQUEST']._serialized_start=2410
+  _globals['_PREVIEWSEGMENTREQUEST']._serialized_end=2539
+  _globals['_PREVIEWSEGMENTRESPONSE']._serialized_start=2541
+  _globals['_PREVIEWSEGMENTRESPONSE']._serialized_end=2635
+  _globals['_AUDIENCESERVICE']._serialized_start=2638
+  _globals['_AUDIENCESERVICE']._serialized_end=3977
 # @@protoc_insertion_point(module_scope)

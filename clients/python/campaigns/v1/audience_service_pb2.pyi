@@ -4,6 +4,8 @@ isort:skip_file
 """
 
 from campaigns.v1 import edition_pb2 as _edition_pb2
+from campaigns.v1 import segment_pb2 as _segment_pb2
+from campaigns.v1 import user_pb2 as _user_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
@@ -239,3 +241,674 @@ class UpdateEditionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateEditionResponse: _TypeAlias = UpdateEditionResponse  # noqa: Y015
+
+@_typing.final
+class ImportUsersRequest(_message.Message):
+    """ImportUsersRequest is one batch of an import stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    EDITION_ID_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.int
+    """Organization of every user in the stream; required in the first message, and when
+    repeated it must not change.
+    """
+    edition_id: _builtins.int
+    """Optional edition every user of the stream joins; its default country code normalises
+    local phone numbers. Like organization_id, fixed by the first message.
+    """
+    @_builtins.property
+    def users(self) -> _containers.RepeatedCompositeFieldContainer[_user_pb2.User]:
+        """The users of this batch; `id`, `created` and `modified` are ignored, `organization_id`
+        may be left 0.
+        """
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.int = ...,
+        edition_id: _builtins.int = ...,
+        users: _abc.Iterable[_user_pb2.User] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edition_id", b"edition_id", "organization_id", b"organization_id", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportUsersRequest: _TypeAlias = ImportUsersRequest  # noqa: Y015
+
+@_typing.final
+class ImportUsersResponse(_message.Message):
+    """ImportUsersResponse summarises an import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    """Users created."""
+    updated: _builtins.int
+    """Existing users updated."""
+    rejected: _builtins.int
+    """Rows rejected; see `rejections`."""
+    @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportRejection]:
+        """Why each rejected row was refused (the first 1,000)."""
+
+    def __init__(
+        self,
+        *,
+        created: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        rejections: _abc.Iterable[Global___ImportRejection] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "rejected", b"rejected", "rejections", b"rejections", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportUsersResponse: _TypeAlias = ImportUsersResponse  # noqa: Y015
+
+@_typing.final
+class ImportRejection(_message.Message):
+    """ImportRejection is one refused row of an import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the row in the stream, from 0."""
+    external_id: _builtins.str
+    """The row's external_id, as sent."""
+    field: _builtins.str
+    """The field at fault, e.g. "email"."""
+    reason: _builtins.str
+    """What is wrong with it."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        external_id: _builtins.str = ...,
+        field: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["external_id", b"external_id", "field", b"field", "index", b"index", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportRejection: _TypeAlias = ImportRejection  # noqa: Y015
+
+@_typing.final
+class GetUserRequest(_message.Message):
+    """GetUserRequest names a user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The user's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserRequest: _TypeAlias = GetUserRequest  # noqa: Y015
+
+@_typing.final
+class GetUserResponse(_message.Message):
+    """GetUserResponse carries one user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def user(self) -> _user_pb2.User:
+        """The user."""
+
+    def __init__(
+        self,
+        *,
+        user: _user_pb2.User | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUserResponse: _TypeAlias = GetUserResponse  # noqa: Y015
+
+@_typing.final
+class ListUsersRequest(_message.Message):
+    """ListUsersRequest filters and pages users."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    EDITION_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_CONSENT_FIELD_NUMBER: _builtins.int
+    SMS_CONSENT_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.int
+    """Organization; required."""
+    edition_id: _builtins.int
+    """Only members of this edition; 0 means all."""
+    email_consent: _builtins.bool
+    """Only users with email consent (true) or without (false); unset means all."""
+    sms_consent: _builtins.bool
+    """Only users with SMS consent (true) or without (false); unset means all."""
+    page: _builtins.int
+    """Page number, from 1; 0 means 1."""
+    page_size: _builtins.int
+    """Results per page, 1 to 1000; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.int = ...,
+        edition_id: _builtins.int = ...,
+        email_consent: _builtins.bool | None = ...,
+        sms_consent: _builtins.bool | None = ...,
+        page: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_email_consent", b"_email_consent", "_sms_consent", b"_sms_consent", "email_consent", b"email_consent", "sms_consent", b"sms_consent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_email_consent", b"_email_consent", "_sms_consent", b"_sms_consent", "edition_id", b"edition_id", "email_consent", b"email_consent", "organization_id", b"organization_id", "page", b"page", "page_size", b"page_size", "sms_consent", b"sms_consent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__email_consent: _TypeAlias = _typing.Literal["email_consent"]  # noqa: Y015
+    _WhichOneofArgType__email_consent: _TypeAlias = _typing.Literal["_email_consent", b"_email_consent"]  # noqa: Y015
+    _WhichOneofReturnType__sms_consent: _TypeAlias = _typing.Literal["sms_consent"]  # noqa: Y015
+    _WhichOneofArgType__sms_consent: _TypeAlias = _typing.Literal["_sms_consent", b"_sms_consent"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__email_consent) -> _WhichOneofReturnType__email_consent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sms_consent) -> _WhichOneofReturnType__sms_consent | None: ...
+
+Global___ListUsersRequest: _TypeAlias = ListUsersRequest  # noqa: Y015
+
+@_typing.final
+class ListUsersResponse(_message.Message):
+    """ListUsersResponse is one page of users."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_PAGE_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Number of users matching the filters, over all pages."""
+    next_page: _builtins.int
+    """The next page number; 0 on the last page."""
+    previous_page: _builtins.int
+    """The previous page number; 0 on the first page."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_user_pb2.User]:
+        """The users of this page."""
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        next_page: _builtins.int = ...,
+        previous_page: _builtins.int = ...,
+        results: _abc.Iterable[_user_pb2.User] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "next_page", b"next_page", "previous_page", b"previous_page", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUsersResponse: _TypeAlias = ListUsersResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserRequest(_message.Message):
+    """DeleteUserRequest names a user to erase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The user's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserResponse(_message.Message):
+    """DeleteUserResponse confirms an erasure."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015
+
+@_typing.final
+class CreateSegmentRequest(_message.Message):
+    """CreateSegmentRequest describes a new segment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> _segment_pb2.Segment:
+        """The segment; `id`, `created` and `modified` are ignored."""
+
+    def __init__(
+        self,
+        *,
+        segment: _segment_pb2.Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSegmentRequest: _TypeAlias = CreateSegmentRequest  # noqa: Y015
+
+@_typing.final
+class CreateSegmentResponse(_message.Message):
+    """CreateSegmentResponse carries the created segment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> _segment_pb2.Segment:
+        """The segment as stored."""
+
+    def __init__(
+        self,
+        *,
+        segment: _segment_pb2.Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSegmentResponse: _TypeAlias = CreateSegmentResponse  # noqa: Y015
+
+@_typing.final
+class GetSegmentRequest(_message.Message):
+    """GetSegmentRequest names a segment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The segment's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSegmentRequest: _TypeAlias = GetSegmentRequest  # noqa: Y015
+
+@_typing.final
+class GetSegmentResponse(_message.Message):
+    """GetSegmentResponse carries one segment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> _segment_pb2.Segment:
+        """The segment."""
+
+    def __init__(
+        self,
+        *,
+        segment: _segment_pb2.Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSegmentResponse: _TypeAlias = GetSegmentResponse  # noqa: Y015
+
+@_typing.final
+class ListSegmentsRequest(_message.Message):
+    """ListSegmentsRequest filters and pages segments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    EDITION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.int
+    """Only segments of this organization; 0 means all."""
+    edition_id: _builtins.int
+    """Only segments of this edition; 0 means all."""
+    page: _builtins.int
+    """Page number, from 1; 0 means 1."""
+    page_size: _builtins.int
+    """Results per page, 1 to 1000; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.int = ...,
+        edition_id: _builtins.int = ...,
+        page: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edition_id", b"edition_id", "organization_id", b"organization_id", "page", b"page", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsRequest: _TypeAlias = ListSegmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListSegmentsResponse(_message.Message):
+    """ListSegmentsResponse is one page of segments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_PAGE_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Number of segments matching the filters, over all pages."""
+    next_page: _builtins.int
+    """The next page number; 0 on the last page."""
+    previous_page: _builtins.int
+    """The previous page number; 0 on the first page."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_segment_pb2.Segment]:
+        """The segments of this page."""
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        next_page: _builtins.int = ...,
+        previous_page: _builtins.int = ...,
+        results: _abc.Iterable[_segment_pb2.Segment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "next_page", b"next_page", "previous_page", b"previous_page", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsResponse: _TypeAlias = ListSegmentsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateSegmentRequest(_message.Message):
+    """UpdateSegmentRequest changes some fields of a segment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The segment's id."""
+    @_builtins.property
+    def segment(self) -> _segment_pb2.Segment:
+        """The new values; only the fields named in `update_mask` are read."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to change: name, expression, edition_id. Required and non-empty."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        segment: _segment_pb2.Segment | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "segment", b"segment", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSegmentRequest: _TypeAlias = UpdateSegmentRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSegmentResponse(_message.Message):
+    """UpdateSegmentResponse carries the updated segment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segment(self) -> _segment_pb2.Segment:
+        """The segment after the update."""
+
+    def __init__(
+        self,
+        *,
+        segment: _segment_pb2.Segment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSegmentResponse: _TypeAlias = UpdateSegmentResponse  # noqa: Y015
+
+@_typing.final
+class DeleteSegmentRequest(_message.Message):
+    """DeleteSegmentRequest names a segment to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The segment's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSegmentRequest: _TypeAlias = DeleteSegmentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSegmentResponse(_message.Message):
+    """DeleteSegmentResponse confirms a deletion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSegmentResponse: _TypeAlias = DeleteSegmentResponse  # noqa: Y015
+
+@_typing.final
+class ValidateSegmentExpressionRequest(_message.Message):
+    """ValidateSegmentExpressionRequest carries an expression to check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    expression: _builtins.str
+    """The CEL expression."""
+    def __init__(
+        self,
+        *,
+        expression: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expression", b"expression"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateSegmentExpressionRequest: _TypeAlias = ValidateSegmentExpressionRequest  # noqa: Y015
+
+@_typing.final
+class ValidateSegmentExpressionResponse(_message.Message):
+    """ValidateSegmentExpressionResponse says whether an expression compiles."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    PUSHED_DOWN_FIELD_NUMBER: _builtins.int
+    valid: _builtins.bool
+    """True when the expression compiles."""
+    error: _builtins.str
+    """The compiler's message when it does not; empty otherwise."""
+    line: _builtins.int
+    """1-based line of the error; 0 when valid."""
+    column: _builtins.int
+    """1-based column of the error; 0 when valid."""
+    @_builtins.property
+    def pushed_down(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which parts of the expression run in the database (the rest runs per user)."""
+
+    def __init__(
+        self,
+        *,
+        valid: _builtins.bool = ...,
+        error: _builtins.str = ...,
+        line: _builtins.int = ...,
+        column: _builtins.int = ...,
+        pushed_down: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "error", b"error", "line", b"line", "pushed_down", b"pushed_down", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateSegmentExpressionResponse: _TypeAlias = ValidateSegmentExpressionResponse  # noqa: Y015
+
+@_typing.final
+class PreviewSegmentRequest(_message.Message):
+    """PreviewSegmentRequest names what to evaluate: a stored segment or an expression."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    EDITION_ID_FIELD_NUMBER: _builtins.int
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.int
+    """A stored segment; when 0, `organization_id` and `expression` are used instead."""
+    organization_id: _builtins.int
+    """Organization whose users an unsaved expression is evaluated over."""
+    edition_id: _builtins.int
+    """Optional edition restriction for an unsaved expression."""
+    expression: _builtins.str
+    """An unsaved expression."""
+    sample_size: _builtins.int
+    """How many matching users to return, 0 to 100 (default 10)."""
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.int = ...,
+        organization_id: _builtins.int = ...,
+        edition_id: _builtins.int = ...,
+        expression: _builtins.str = ...,
+        sample_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edition_id", b"edition_id", "expression", b"expression", "organization_id", b"organization_id", "sample_size", b"sample_size", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewSegmentRequest: _TypeAlias = PreviewSegmentRequest  # noqa: Y015
+
+@_typing.final
+class PreviewSegmentResponse(_message.Message):
+    """PreviewSegmentResponse is the segment as it stands now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    SAMPLE_FIELD_NUMBER: _builtins.int
+    EVALUATED_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """Number of users matching now."""
+    evaluated: _builtins.int
+    """Users the expression was evaluated on after the database pre-filter."""
+    @_builtins.property
+    def sample(self) -> _containers.RepeatedCompositeFieldContainer[_user_pb2.User]:
+        """The first matching users."""
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        sample: _abc.Iterable[_user_pb2.User] | None = ...,
+        evaluated: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "evaluated", b"evaluated", "sample", b"sample"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewSegmentResponse: _TypeAlias = PreviewSegmentResponse  # noqa: Y015

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class AudienceServiceStub:
-    """AudienceService manages who campaigns go to: editions (and, later, users and segments).
+    """AudienceService manages who campaigns go to: editions, users (the recipients) and
+    segments (CEL expressions that pick users).
     """
 
     def __init__(self, channel):
@@ -55,10 +56,66 @@ class AudienceServiceStub:
                 request_serializer=campaigns_dot_v1_dot_audience__service__pb2.UpdateEditionRequest.SerializeToString,
                 response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.UpdateEditionResponse.FromString,
                 _registered_method=True)
+        self.ImportUsers = channel.stream_unary(
+                '/campaigns.v1.AudienceService/ImportUsers',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.ImportUsersRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.ImportUsersResponse.FromString,
+                _registered_method=True)
+        self.GetUser = channel.unary_unary(
+                '/campaigns.v1.AudienceService/GetUser',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.GetUserRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.GetUserResponse.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/campaigns.v1.AudienceService/ListUsers',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.DeleteUser = channel.unary_unary(
+                '/campaigns.v1.AudienceService/DeleteUser',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.DeleteUserRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.DeleteUserResponse.FromString,
+                _registered_method=True)
+        self.CreateSegment = channel.unary_unary(
+                '/campaigns.v1.AudienceService/CreateSegment',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.CreateSegmentRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.CreateSegmentResponse.FromString,
+                _registered_method=True)
+        self.GetSegment = channel.unary_unary(
+                '/campaigns.v1.AudienceService/GetSegment',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.GetSegmentRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.GetSegmentResponse.FromString,
+                _registered_method=True)
+        self.ListSegments = channel.unary_unary(
+                '/campaigns.v1.AudienceService/ListSegments',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.ListSegmentsRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.ListSegmentsResponse.FromString,
+                _registered_method=True)
+        self.UpdateSegment = channel.unary_unary(
+                '/campaigns.v1.AudienceService/UpdateSegment',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.UpdateSegmentRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.UpdateSegmentResponse.FromString,
+                _registered_method=True)
+        self.DeleteSegment = channel.unary_unary(
+                '/campaigns.v1.AudienceService/DeleteSegment',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.DeleteSegmentRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.DeleteSegmentResponse.FromString,
+                _registered_method=True)
+        self.ValidateSegmentExpression = channel.unary_unary(
+                '/campaigns.v1.AudienceService/ValidateSegmentExpression',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.ValidateSegmentExpressionRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.ValidateSegmentExpressionResponse.FromString,
+                _registered_method=True)
+        self.PreviewSegment = channel.unary_unary(
+                '/campaigns.v1.AudienceService/PreviewSegment',
+                request_serializer=campaigns_dot_v1_dot_audience__service__pb2.PreviewSegmentRequest.SerializeToString,
+                response_deserializer=campaigns_dot_v1_dot_audience__service__pb2.PreviewSegmentResponse.FromString,
+                _registered_method=True)
 
 
 class AudienceServiceServicer:
-    """AudienceService manages who campaigns go to: editions (and, later, users and segments).
+    """AudienceService manages who campaigns go to: editions, users (the recipients) and
+    segments (CEL expressions that pick users).
     """
 
     def CreateEdition(self, request, context):
@@ -89,6 +146,84 @@ class AudienceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportUsers(self, request_iterator, context):
+        """ImportUsers upserts users by (organization_id, external_id). Stream any number of
+        batches; one bad row is rejected with its reason and never stops the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUser(self, request, context):
+        """GetUser returns one user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """ListUsers returns one page of users, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUser(self, request, context):
+        """DeleteUser erases a user: personal data is removed; past deliveries keep only counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSegment(self, request, context):
+        """CreateSegment creates a segment; its expression must compile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSegment(self, request, context):
+        """GetSegment returns one segment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegments(self, request, context):
+        """ListSegments returns one page of segments, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSegment(self, request, context):
+        """UpdateSegment changes the fields named in `update_mask`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSegment(self, request, context):
+        """DeleteSegment removes a segment no campaign uses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidateSegmentExpression(self, request, context):
+        """ValidateSegmentExpression compiles an expression and reports the first error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewSegment(self, request, context):
+        """PreviewSegment evaluates a segment (or an unsaved expression) now: count and sample.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AudienceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +247,61 @@ def add_AudienceServiceServicer_to_server(servicer, server):
                     request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.UpdateEditionRequest.FromString,
                     response_serializer=campaigns_dot_v1_dot_audience__service__pb2.UpdateEditionResponse.SerializeToString,
             ),
+            'ImportUsers': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportUsers,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.ImportUsersRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.ImportUsersResponse.SerializeToString,
+            ),
+            'GetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUser,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.GetUserRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.GetUserResponse.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.ListUsersRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'DeleteUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUser,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.DeleteUserRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.DeleteUserResponse.SerializeToString,
+            ),
+            'CreateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSegment,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.CreateSegmentRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.CreateSegmentResponse.SerializeToString,
+            ),
+            'GetSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSegment,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.GetSegmentRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.GetSegmentResponse.SerializeToString,
+            ),
+            'ListSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegments,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.ListSegmentsRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'UpdateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSegment,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.UpdateSegmentRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.UpdateSegmentResponse.SerializeToString,
+            ),
+            'DeleteSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSegment,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.DeleteSegmentRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.DeleteSegmentResponse.SerializeToString,
+            ),
+            'ValidateSegmentExpression': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateSegmentExpression,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.ValidateSegmentExpressionRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.ValidateSegmentExpressionResponse.SerializeToString,
+            ),
+            'PreviewSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewSegment,
+                    request_deserializer=campaigns_dot_v1_dot_audience__service__pb2.PreviewSegmentRequest.FromString,
+                    response_serializer=campaigns_dot_v1_dot_audience__service__pb2.PreviewSegmentResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'campaigns.v1.AudienceService', rpc_method_handlers)
@@ -121,7 +311,8 @@ def add_AudienceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AudienceService:
-    """AudienceService manages who campaigns go to: editions (and, later, users and segments).
+    """AudienceService manages who campaigns go to: editions, users (the recipients) and
+    segments (CEL expressions that pick users).
     """
 
     @staticmethod
@@ -222,6 +413,303 @@ class AudienceService:
             '/campaigns.v1.AudienceService/UpdateEdition',
             campaigns_dot_v1_dot_audience__service__pb2.UpdateEditionRequest.SerializeToString,
             campaigns_dot_v1_dot_audience__service__pb2.UpdateEditionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportUsers(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/campaigns.v1.AudienceService/ImportUsers',
+            campaigns_dot_v1_dot_audience__service__pb2.ImportUsersRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.ImportUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/GetUser',
+            campaigns_dot_v1_dot_audience__service__pb2.GetUserRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.GetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/ListUsers',
+            campaigns_dot_v1_dot_audience__service__pb2.ListUsersRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/DeleteUser',
+            campaigns_dot_v1_dot_audience__service__pb2.DeleteUserRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.DeleteUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/CreateSegment',
+            campaigns_dot_v1_dot_audience__service__pb2.CreateSegmentRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.CreateSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/GetSegment',
+            campaigns_dot_v1_dot_audience__service__pb2.GetSegmentRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.GetSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/ListSegments',
+            campaigns_dot_v1_dot_audience__service__pb2.ListSegmentsRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/UpdateSegment',
+            campaigns_dot_v1_dot_audience__service__pb2.UpdateSegmentRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.UpdateSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/DeleteSegment',
+            campaigns_dot_v1_dot_audience__service__pb2.DeleteSegmentRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.DeleteSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateSegmentExpression(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/ValidateSegmentExpression',
+            campaigns_dot_v1_dot_audience__service__pb2.ValidateSegmentExpressionRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.ValidateSegmentExpressionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/campaigns.v1.AudienceService/PreviewSegment',
+            campaigns_dot_v1_dot_audience__service__pb2.PreviewSegmentRequest.SerializeToString,
+            campaigns_dot_v1_dot_audience__service__pb2.PreviewSegmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

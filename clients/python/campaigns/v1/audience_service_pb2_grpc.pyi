@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AudienceServiceStub:
-    """AudienceService manages who campaigns go to: editions (and, later, users and segments)."""
+    """AudienceService manages who campaigns go to: editions, users (the recipients) and
+    segments (CEL expressions that pick users).
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -41,10 +43,36 @@ class AudienceServiceStub:
     """ListEditions returns one page of editions, newest first."""
     UpdateEdition: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.UpdateEditionRequest, _audience_service_pb2.UpdateEditionResponse]
     """UpdateEdition changes the fields named in `update_mask`."""
+    ImportUsers: _grpc.StreamUnaryMultiCallable[_audience_service_pb2.ImportUsersRequest, _audience_service_pb2.ImportUsersResponse]
+    """ImportUsers upserts users by (organization_id, external_id). Stream any number of
+    batches; one bad row is rejected with its reason and never stops the rest.
+    """
+    GetUser: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.GetUserRequest, _audience_service_pb2.GetUserResponse]
+    """GetUser returns one user."""
+    ListUsers: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.ListUsersRequest, _audience_service_pb2.ListUsersResponse]
+    """ListUsers returns one page of users, oldest first."""
+    DeleteUser: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.DeleteUserRequest, _audience_service_pb2.DeleteUserResponse]
+    """DeleteUser erases a user: personal data is removed; past deliveries keep only counts."""
+    CreateSegment: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.CreateSegmentRequest, _audience_service_pb2.CreateSegmentResponse]
+    """CreateSegment creates a segment; its expression must compile."""
+    GetSegment: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.GetSegmentRequest, _audience_service_pb2.GetSegmentResponse]
+    """GetSegment returns one segment."""
+    ListSegments: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.ListSegmentsRequest, _audience_service_pb2.ListSegmentsResponse]
+    """ListSegments returns one page of segments, newest first."""
+    UpdateSegment: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.UpdateSegmentRequest, _audience_service_pb2.UpdateSegmentResponse]
+    """UpdateSegment changes the fields named in `update_mask`."""
+    DeleteSegment: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.DeleteSegmentRequest, _audience_service_pb2.DeleteSegmentResponse]
+    """DeleteSegment removes a segment no campaign uses."""
+    ValidateSegmentExpression: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.ValidateSegmentExpressionRequest, _audience_service_pb2.ValidateSegmentExpressionResponse]
+    """ValidateSegmentExpression compiles an expression and reports the first error."""
+    PreviewSegment: _grpc.UnaryUnaryMultiCallable[_audience_service_pb2.PreviewSegmentRequest, _audience_service_pb2.PreviewSegmentResponse]
+    """PreviewSegment evaluates a segment (or an unsaved expression) now: count and sample."""
 
 @_typing.type_check_only
 class AudienceServiceAsyncStub(AudienceServiceStub):
-    """AudienceService manages who campaigns go to: editions (and, later, users and segments)."""
+    """AudienceService manages who campaigns go to: editions, users (the recipients) and
+    segments (CEL expressions that pick users).
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateEdition: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.CreateEditionRequest, _audience_service_pb2.CreateEditionResponse]  # type: ignore[assignment]
@@ -55,9 +83,35 @@ class AudienceServiceAsyncStub(AudienceServiceStub):
     """ListEditions returns one page of editions, newest first."""
     UpdateEdition: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.UpdateEditionRequest, _audience_service_pb2.UpdateEditionResponse]  # type: ignore[assignment]
     """UpdateEdition changes the fields named in `update_mask`."""
+    ImportUsers: _aio.StreamUnaryMultiCallable[_audience_service_pb2.ImportUsersRequest, _audience_service_pb2.ImportUsersResponse]  # type: ignore[assignment]
+    """ImportUsers upserts users by (organization_id, external_id). Stream any number of
+    batches; one bad row is rejected with its reason and never stops the rest.
+    """
+    GetUser: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.GetUserRequest, _audience_service_pb2.GetUserResponse]  # type: ignore[assignment]
+    """GetUser returns one user."""
+    ListUsers: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.ListUsersRequest, _audience_service_pb2.ListUsersResponse]  # type: ignore[assignment]
+    """ListUsers returns one page of users, oldest first."""
+    DeleteUser: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.DeleteUserRequest, _audience_service_pb2.DeleteUserResponse]  # type: ignore[assignment]
+    """DeleteUser erases a user: personal data is removed; past deliveries keep only counts."""
+    CreateSegment: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.CreateSegmentRequest, _audience_service_pb2.CreateSegmentResponse]  # type: ignore[assignment]
+    """CreateSegment creates a segment; its expression must compile."""
+    GetSegment: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.GetSegmentRequest, _audience_service_pb2.GetSegmentResponse]  # type: ignore[assignment]
+    """GetSegment returns one segment."""
+    ListSegments: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.ListSegmentsRequest, _audience_service_pb2.ListSegmentsResponse]  # type: ignore[assignment]
+    """ListSegments returns one page of segments, newest first."""
+    UpdateSegment: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.UpdateSegmentRequest, _audience_service_pb2.UpdateSegmentResponse]  # type: ignore[assignment]
+    """UpdateSegment changes the fields named in `update_mask`."""
+    DeleteSegment: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.DeleteSegmentRequest, _audience_service_pb2.DeleteSegmentResponse]  # type: ignore[assignment]
+    """DeleteSegment removes a segment no campaign uses."""
+    ValidateSegmentExpression: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.ValidateSegmentExpressionRequest, _audience_service_pb2.ValidateSegmentExpressionResponse]  # type: ignore[assignment]
+    """ValidateSegmentExpression compiles an expression and reports the first error."""
+    PreviewSegment: _aio.UnaryUnaryMultiCallable[_audience_service_pb2.PreviewSegmentRequest, _audience_service_pb2.PreviewSegmentResponse]  # type: ignore[assignment]
+    """PreviewSegment evaluates a segment (or an unsaved expression) now: count and sample."""
 
 class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
-    """AudienceService manages who campaigns go to: editions (and, later, users and segments)."""
+    """AudienceService manages who campaigns go to: editions, users (the recipients) and
+    segments (CEL expressions that pick users).
+    """
 
     @_abc_1.abstractmethod
     def CreateEdition(
@@ -90,5 +144,95 @@ class AudienceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audience_service_pb2.UpdateEditionResponse, _abc.Awaitable[_audience_service_pb2.UpdateEditionResponse]]:
         """UpdateEdition changes the fields named in `update_mask`."""
+
+    @_abc_1.abstractmethod
+    def ImportUsers(
+        self,
+        request_iterator: _MaybeAsyncIterator[_audience_service_pb2.ImportUsersRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.ImportUsersResponse, _abc.Awaitable[_audience_service_pb2.ImportUsersResponse]]:
+        """ImportUsers upserts users by (organization_id, external_id). Stream any number of
+        batches; one bad row is rejected with its reason and never stops the rest.
+        """
+
+    @_abc_1.abstractmethod
+    def GetUser(
+        self,
+        request: _audience_service_pb2.GetUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.GetUserResponse, _abc.Awaitable[_audience_service_pb2.GetUserResponse]]:
+        """GetUser returns one user."""
+
+    @_abc_1.abstractmethod
+    def ListUsers(
+        self,
+        request: _audience_service_pb2.ListUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.ListUsersResponse, _abc.Awaitable[_audience_service_pb2.ListUsersResponse]]:
+        """ListUsers returns one page of users, oldest first."""
+
+    @_abc_1.abstractmethod
+    def DeleteUser(
+        self,
+        request: _audience_service_pb2.DeleteUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.DeleteUserResponse, _abc.Awaitable[_audience_service_pb2.DeleteUserResponse]]:
+        """DeleteUser erases a user: personal data is removed; past deliveries keep only counts."""
+
+    @_abc_1.abstractmethod
+    def CreateSegment(
+        self,
+        request: _audience_service_pb2.CreateSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.CreateSegmentResponse, _abc.Awaitable[_audience_service_pb2.CreateSegmentResponse]]:
+        """CreateSegment creates a segment; its expression must compile."""
+
+    @_abc_1.abstractmethod
+    def GetSegment(
+        self,
+        request: _audience_service_pb2.GetSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.GetSegmentResponse, _abc.Awaitable[_audience_service_pb2.GetSegmentResponse]]:
+        """GetSegment returns one segment."""
+
+    @_abc_1.abstractmethod
+    def ListSegments(
+        self,
+        request: _audience_service_pb2.ListSegmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.ListSegmentsResponse, _abc.Awaitable[_audience_service_pb2.ListSegmentsResponse]]:
+        """ListSegments returns one page of segments, newest first."""
+
+    @_abc_1.abstractmethod
+    def UpdateSegment(
+        self,
+        request: _audience_service_pb2.UpdateSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.UpdateSegmentResponse, _abc.Awaitable[_audience_service_pb2.UpdateSegmentResponse]]:
+        """UpdateSegment changes the fields named in `update_mask`."""
+
+    @_abc_1.abstractmethod
+    def DeleteSegment(
+        self,
+        request: _audience_service_pb2.DeleteSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.DeleteSegmentResponse, _abc.Awaitable[_audience_service_pb2.DeleteSegmentResponse]]:
+        """DeleteSegment removes a segment no campaign uses."""
+
+    @_abc_1.abstractmethod
+    def ValidateSegmentExpression(
+        self,
+        request: _audience_service_pb2.ValidateSegmentExpressionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.ValidateSegmentExpressionResponse, _abc.Awaitable[_audience_service_pb2.ValidateSegmentExpressionResponse]]:
+        """ValidateSegmentExpression compiles an expression and reports the first error."""
+
+    @_abc_1.abstractmethod
+    def PreviewSegment(
+        self,
+        request: _audience_service_pb2.PreviewSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audience_service_pb2.PreviewSegmentResponse, _abc.Awaitable[_audience_service_pb2.PreviewSegmentResponse]]:
+        """PreviewSegment evaluates a segment (or an unsaved expression) now: count and sample."""
 
 def add_AudienceServiceServicer_to_server(servicer: AudienceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

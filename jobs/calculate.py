@@ -1,0 +1,106 @@
+"""The calculate job: evaluate the segment and freeze it into the delivery ledger.
+
+Set-based and restartable: rows go in per batch with INSERT ... ON CONFLICT DO NOTHING, then
+suppressed and duplicate addresses are skipped with one UPDATE each. A re-run after a crash
+adds what is missing and changes nothing else. It ends by moving the campaign to sending (or
+straight to sent when nobody is left to send to) and starting the send jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from jobs import ledger
+from jobs.context import delivery_settings, ensure_database, queue
+from server import segment_engine, transitions
+from server.exceptions import InvalidArgument
+from server.models import Campaign, DeliveryStatus, Segment, SkipReason, utcnow
+from server.segment_engine import UserRow
+from server.status import Action, Status
+
+log = logging.getLogger(__name__)
+
+CALCULATE_TIMEOUT = 3600  # seconds RQ lets one calculation run
+
+
+def _entry(campaign: Campaign, user: UserRow) -> dict[str, Any]:
+    email = campaign.channel == "email"
+    address = user.email if email else user.phone
+    consent = user.email_consent if email else user.sms_consent
+    unsubscribed = user.email_unsubscribed if email else user.sms_unsubscribed
+    reason = ""
+    if not address:
+        reason = SkipReason.NO_ADDRESS
+    elif not consent:
+        reason = SkipReason.NO_CONSENT
+    elif unsubscribed:
+        reason = SkipReason.UNSUBSCRIBED
+    elif ("@" not in address) if email else not address.startswith("+"):
+        reason = SkipReason.INVALID_ADDRESS
+    return {"campaign": campaign.id, "user_id": user.id, "address": address or "",
+            "status": DeliveryStatus.SKIPPED if reason else DeliveryStatus.PENDING,
+            "skip_reason": reason}
+
+
+def _fail(campaign_id: int, message: str) -> str:
+    transitions.try_apply(campaign_id, Action.FAIL, error_message=message, completed_at=utcnow())
+    log.warning("campaign failed", extra={"campaign_id": campaign_id, "error": message})
+    return "failed"
+
+
+def _freeze(campaign: Campaign, compiled: segment_engine.CompiledSegment,
+            edition_id: int | None) -> int | None:
+    """Write the ledger; the number of users matched, or None when cancelled meanwhile."""
+    matched, started = 0, time.monotonic()
+    for batch in segment_engine.iter_matches(compiled, campaign.organization_id, edition_id):
+        if Campaign.select(Campaign.status).where(Campaign.id == campaign.id).scalar() \
+                != Status.CALCULATING:
+            return None
+        ledger.freeze([_entry(campaign, user) for user in batch])
+        matched += len(batch)
+        Campaign.update(heartbeat_at=utcnow()).where(Campaign.id == campaign.id).execute()
+        rate = matched / max(time.monotonic() - started, 1e-6)
+        log.info("calculating", extra={"campaign_id": campaign.id, "matched": matched,
+                                       "users_per_s": round(rate)})
+    return matched
+
+
+def calculate(campaign_id: int) -> str:
+    ensure_database()
+    campaign = Campaign.get_or_none(Campaign.id == campaign_id)
+    if campaign is None or campaign.status != Status.CALCULATING:
+        return "not calculating"
+    segment = Segment.get_or_none(Segment.id == campaign.segment_id)
+    if segment is None:
+        return _fail(campaign_id, f"segment {campaign.segment_id} no longer exists")
+    try:
+        compiled = segment_engine.compile_segment(segment.expression)
+    except InvalidArgument as exc:
+        return _fail(campaign_id, f"segment {segment.id} cannot be evaluated: {exc.message}")
+    matched = _freeze(campaign, compiled, segment.edition_id)
+    if matched is None:
+        return "cancelled"
+    ledger.skip_suppressed(campaign_id, campaign.organization_id, campaign.channel)
+    ledger.skip_duplicates(campaign_id)
+    total = ledger.count(campaign_id, [DeliveryStatus.PENDING])
+    figures = {"user_count": matched, "total_recipients": total, "started_at": utcnow(),
+               "heartbeat_at": utcnow()}
+    if total == 0:
+        transitions.try_apply(campaign_id, Action.FINISH, completed_at=utcnow(), **figures)
+        return "sent (no recipients)"
+    if not transitions.try_apply(campaign_id, Action.START_SENDING, **figures):
+        return "lost race"
+    start_senders(campaign_id, total)
+    log.info("calculated", extra={"campaign_id": campaign_id, "matched": matched, "total": total})
+    return "sending"
+
+
+def start_senders(campaign_id: int, pending: int) -> None:
+    from jobs.delivery import enqueue_send
+
+    settings = delivery_settings()
+    jobs = min(settings.parallel_send_jobs, -(-pending // settings.claim_size))
+    for n in range(max(1, jobs)):
+        enqueue_send(queue(), campaign_id, f"send-{campaign_id}-{n}")

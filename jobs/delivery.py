@@ -1,0 +1,160 @@
+"""The send job: claim ledger rows under a lease, render, send, record, and repeat.
+
+A job works for at most `job_budget_seconds`, then hands over to a fresh job, so one
+campaign never pins a worker and several campaigns share the workers fairly. Rows are marked
+"sending" a group at a time just before the network calls: a crash leaves at most one group
+ambiguous, never silently resent. The last job to find nothing left finishes the campaign.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+
+from rq import Queue
+
+from jobs import ledger, results
+from jobs.compose import Composer
+from jobs.context import delivery_settings, ensure_database, queue, shared_redis
+from jobs.providers import SendResult, permanent
+from jobs.providers.factory import make_provider
+from jobs.ratelimit import RateLimiter
+from server import transitions
+from server.config import DeliverySettings
+from server.models import Campaign, DeliveryStatus, EmailMessage, User, utcnow
+from server.status import Action, Status
+from server.templating import RenderError
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT = 900  # seconds RQ lets one send job run (its budget is far shorter)
+CANCEL_CHECK_SECONDS = 0.5
+
+
+def enqueue_send(q: Queue, campaign_id: int, job_id: str, at: dt.datetime | None = None) -> None:
+    if at is None:
+        q.enqueue(send, campaign_id, job_id=job_id, job_timeout=SEND_TIMEOUT)
+    else:
+        q.enqueue_at(at.replace(tzinfo=dt.UTC), send, campaign_id, job_id=job_id,
+                     job_timeout=SEND_TIMEOUT)
+
+
+def _status(campaign_id: int) -> str | None:
+    return Campaign.select(Campaign.status).where(Campaign.id == campaign_id).scalar()
+
+
+class Sender:
+    """One send job's state: the campaign's composer, a provider connection, a limiter."""
+
+    def __init__(self, campaign: Campaign, settings: DeliverySettings) -> None:
+        self.campaign = campaign
+        self.settings = settings
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        message = (EmailMessage.get_or_none(EmailMessage.id == campaign.email_message_id)
+                   if campaign.channel == "email" else None)
+        self.composer = Composer(campaign, campaign.edition, message, settings)
+        self.provider = make_provider(campaign.channel, settings)
+        rate = settings.email_rate if campaign.channel == "email" else settings.sms_rate
+        self.limiter = RateLimiter(shared_redis(), self.provider.name, rate)
+        self.checked = time.monotonic()
+        self.tally = results.Tally()
+
+    def cancelled(self, force: bool = False) -> bool:
+        if not force and time.monotonic() - self.checked < CANCEL_CHECK_SECONDS:
+            return False
+        self.checked = time.monotonic()
+        return _status(self.campaign.id) != Status.SENDING
+
+    def run(self, deadline: float) -> None:
+        while time.monotonic() < deadline and not self.cancelled(force=True):
+            claimed = ledger.claim(self.campaign.id, self.owner, self.settings.claim_size,
+                                   self.settings.lease_seconds)
+            if not claimed:
+                return
+            self.send_claimed(claimed)
+
+    def send_claimed(self, claimed: list[ledger.Claimed]) -> None:
+        size = self.settings.group_size
+        for start in range(0, len(claimed), size):
+            if self.cancelled():
+                ledger.release([c.id for c in claimed[start:]], self.owner)
+                return
+            self.send_group(claimed[start:start + size])
+            ledger.extend_lease(self.campaign.id, self.owner, self.settings.lease_seconds)
+
+    def send_group(self, group: list[ledger.Claimed]) -> None:
+        self.limiter.acquire(len(group))
+        mine = ledger.mark_sending([c.id for c in group], self.owner, self.settings.lease_seconds)
+        users = {u.id: u for u in User.select().where(User.id.in_([c.user_id for c in group]))}
+        outcomes = [(row, self.send_one(row, users.get(row.user_id)))
+                    for row in group if row.id in mine]
+        tally = results.record(self.campaign.id, self.owner, outcomes, self.settings)
+        self.tally.sent += tally.sent
+        self.tally.failed += tally.failed
+        self.tally.retried += tally.retried
+
+    def send_one(self, row: ledger.Claimed, user: User | None) -> SendResult:
+        if user is None or user.erased_at is not None:
+            return permanent("user was erased before the message went out")
+        try:
+            if self.campaign.channel == "email":
+                return self.provider.send_email(self.composer.email(user, row.address))
+            return self.provider.send_sms(self.composer.sms(user, row.address))
+        except RenderError as exc:
+            return permanent(f"template failed for this user: {exc}")
+
+
+def send(campaign_id: int) -> str:
+    ensure_database()
+    settings = delivery_settings()
+    campaign = transitions.load(campaign_id) if _status(campaign_id) else None
+    if campaign is None or campaign.status != Status.SENDING:
+        return "not sending"
+    ledger.reap(campaign_id)
+    sender = Sender(campaign, settings)
+    started = time.monotonic()
+    try:
+        sender.run(started + settings.job_budget_seconds)
+    finally:
+        sender.provider.close()
+    elapsed = max(time.monotonic() - started, 1e-6)
+    log.info("send job done", extra={
+        "campaign_id": campaign_id, "sent": sender.tally.sent, "failed": sender.tally.failed,
+        "retried": sender.tally.retried, "msgs_per_s": round(sender.tally.sent / elapsed)})
+    return after_send(campaign_id, settings)
+
+
+def after_send(campaign_id: int, settings: DeliverySettings) -> str:
+    """Finish the campaign, or make sure a job will pick up what is left. Each job leaves at
+    most one successor, so the number of send jobs per campaign never grows."""
+    if _status(campaign_id) != Status.SENDING:
+        return "stopped"
+    if ledger.count(campaign_id, ledger.IN_FLIGHT) == 0:
+        return finish(campaign_id)
+    if ledger.claimable(campaign_id):
+        enqueue_send(queue(), campaign_id, f"send-{campaign_id}-{uuid.uuid4().hex[:8]}")
+        return "continued"
+    if ledger.count(campaign_id, [DeliveryStatus.CLAIMED, DeliveryStatus.SENDING]):
+        return "others still sending"  # their jobs finish up; the sweep covers their death
+    retry_at = ledger.next_retry_at(campaign_id) or utcnow()
+    enqueue_send(queue(), campaign_id, f"send-{campaign_id}-retry-{int(retry_at.timestamp())}",
+                 at=retry_at)
+    return "waiting for retries"
+
+
+def finish(campaign_id: int) -> str:
+    """sent, with counters recomputed from the ledger; failed when nothing got through."""
+    totals = ledger.totals(campaign_id)
+    sent, failed = totals.get(DeliveryStatus.SENT, 0), totals.get(DeliveryStatus.FAILED, 0)
+    figures = {"sent_count": sent, "failed_count": failed, "completed_at": utcnow()}
+    if sent == 0 and failed > 0:
+        error = f"all {failed} messages failed; most common error: " \
+                f"{ledger.most_common_error(campaign_id)}"
+        transitions.try_apply(campaign_id, Action.FAIL, error_message=error[:2000], **figures)
+        return "failed"
+    transitions.try_apply(campaign_id, Action.FINISH, **figures)
+    return "sent"

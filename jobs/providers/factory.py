@@ -1,0 +1,20 @@
+"""Choose a provider for a channel from the delivery settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.providers import EmailProvider, SmsProvider
+from jobs.providers.outbox import OutboxProvider
+from jobs.providers.smtp import SmtpProvider
+from jobs.providers.twilio import TwilioProvider
+from server.config import DeliverySettings
+
+
+def make_provider(channel: str, settings: DeliverySettings) -> EmailProvider | SmsProvider | Any:
+    if channel == "email":
+        return SmtpProvider(settings) if settings.email_provider == "smtp" else OutboxProvider(
+            settings.outbox_dir)
+    if settings.sms_provider == "twilio":
+        return TwilioProvider(settings)
+    return OutboxProvider(settings.outbox_dir)

@@ -1,0 +1,118 @@
+"""Record what happened to each message: sent, failed, or back to pending for a retry.
+
+Outcomes are written per status group in one transaction together with the campaign's
+counters, so `sent_count` and `failed_count` always equal the ledger. Only rows still held
+by this worker (lease owner, status sending) are updated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from psycopg2.extras import execute_values
+
+from jobs.ledger import Claimed
+from jobs.providers import Outcome, SendResult
+from server.config import DeliverySettings
+from server.db import database, is_postgres, write_transaction
+from server.models import Campaign, DeliveryStatus, utcnow
+
+# (id, provider_message_id, last_error, next_attempt_at, sent_at)
+Row = tuple[int, str | None, str, dt.datetime | None, dt.datetime | None]
+
+_PG_UPDATE = (
+    "UPDATE delivery SET status = {status}, provider_message_id = v.pmid, last_error = v.err,"
+    " next_attempt_at = v.nat, sent_at = v.sent_at, attempts = attempts + 1,"
+    " lease_owner = NULL, lease_expires_at = NULL, modified = {now}"
+    " FROM (VALUES %s) AS v(id, pmid, err, nat, sent_at)"
+    " WHERE delivery.id = v.id AND delivery.lease_owner = {owner} AND delivery.status = 'sending'"
+    " RETURNING delivery.id"
+)
+_SQLITE_UPDATE = (
+    "UPDATE delivery SET status = :status, provider_message_id = :pmid, last_error = :err,"
+    " next_attempt_at = :nat, sent_at = :sent_at, attempts = attempts + 1,"
+    " lease_owner = NULL, lease_expires_at = NULL, modified = :now"
+    " WHERE id = :id AND lease_owner = :owner AND status = 'sending'"
+)
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+
+
+def backoff(attempt: int, settings: DeliverySettings) -> dt.timedelta:
+    """Exponential with full jitter: retries of many recipients don't land together."""
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** attempt)
+    return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+def _classify(items: Sequence[tuple[Claimed, SendResult]], settings: DeliverySettings
+              ) -> dict[str, list[Row]]:
+    now = utcnow()
+    groups: dict[str, list[Row]] = {DeliveryStatus.SENT: [], DeliveryStatus.FAILED: [],
+                                    DeliveryStatus.PENDING: []}
+    for row, result in items:
+        if result.outcome == Outcome.SENT:
+            groups[DeliveryStatus.SENT].append((row.id, result.provider_message_id, "", None, now))
+        elif result.outcome == Outcome.TRANSIENT and row.attempts + 1 < settings.max_attempts:
+            retry_at = now + backoff(row.attempts, settings)
+            groups[DeliveryStatus.PENDING].append((row.id, None, result.error, retry_at, None))
+        else:
+            error = result.error if result.outcome == Outcome.PERMANENT else (
+                f"gave up after {row.attempts + 1} attempts: {result.error}")
+            groups[DeliveryStatus.FAILED].append((row.id, None, error, None, None))
+    return groups
+
+
+def _apply_postgres(status: str, rows: list[Row], owner: str) -> int:
+    """One round trip for the whole group: UPDATE ... FROM (VALUES ...)."""
+    cursor = database.cursor()
+    # execute_values wants exactly one %s (the VALUES list): bind the rest beforehand.
+    fixed = {key: cursor.mogrify("%s", (value,)).decode()
+             for key, value in (("status", status), ("now", utcnow()), ("owner", owner))}
+    done = execute_values(cursor, _PG_UPDATE.format(**fixed), rows,
+                          template="(%s, %s, %s, %s::timestamp, %s::timestamp)", fetch=True)
+    return len(done)
+
+
+def _text(value: dt.datetime | None) -> str | None:
+    return None if value is None else str(value)  # the form peewee stores in SQLite
+
+
+def _apply_sqlite(status: str, rows: list[Row], owner: str) -> int:
+    now = _text(utcnow())
+    params = [{"status": status, "pmid": pmid, "err": err, "nat": _text(nat),
+               "sent_at": _text(sent_at), "id": id_, "owner": owner, "now": now}
+              for id_, pmid, err, nat, sent_at in rows]
+    cursor = database.cursor()
+    cursor.executemany(_SQLITE_UPDATE, params)
+    return int(cursor.rowcount)
+
+
+def record(campaign_id: int, owner: str, items: Sequence[tuple[Claimed, SendResult]],
+           settings: DeliverySettings) -> Tally:
+    groups = _classify(items, settings)
+    apply = _apply_postgres if is_postgres() else _apply_sqlite
+    tally = Tally()
+    with write_transaction():
+        for status, rows in groups.items():
+            if not rows:
+                continue
+            done = apply(status, rows, owner)
+            if status == DeliveryStatus.SENT:
+                tally.sent = done
+            elif status == DeliveryStatus.FAILED:
+                tally.failed = done
+            else:
+                tally.retried = done
+        Campaign.update(
+            sent_count=Campaign.sent_count + tally.sent,
+            failed_count=Campaign.failed_count + tally.failed, heartbeat_at=utcnow(),
+        ).where(Campaign.id == campaign_id).execute()
+    return tally

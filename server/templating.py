@@ -1,0 +1,75 @@
+"""Message templates: Jinja2 in a sandbox, autoescaped for HTML, forgiving of missing data.
+
+A template that does not compile is the caller's mistake (InvalidArgument with the line).
+A variable a user lacks renders empty (ChainableUndefined), so personal data never crashes a
+send; other runtime errors become RenderError, which a send records against that recipient.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import html2text
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from server.validation import invalid
+
+MAX_TEMPLATE_LENGTH = 512 * 1024
+
+_ENVS = {
+    True: ImmutableSandboxedEnvironment(autoescape=True, undefined=jinja2.ChainableUndefined),
+    False: ImmutableSandboxedEnvironment(autoescape=False, undefined=jinja2.ChainableUndefined),
+}
+
+
+class RenderError(Exception):
+    """A template failed at render time for one recipient."""
+
+
+@lru_cache(maxsize=512)
+def _compile(source: str, html: bool) -> jinja2.Template:
+    return _ENVS[html].from_string(source)
+
+
+def compile_template(source: str, field: str, *, html: bool = False) -> jinja2.Template:
+    """The compiled template, or InvalidArgument naming `field` and the line at fault."""
+    if len(source) > MAX_TEMPLATE_LENGTH:
+        raise invalid(field, f"must be at most {MAX_TEMPLATE_LENGTH} characters")
+    try:
+        return _compile(source, html)
+    except jinja2.TemplateSyntaxError as exc:
+        raise invalid(field, f"line {exc.lineno}: {exc.message}") from None
+
+
+def render(template: jinja2.Template, context: dict[str, Any]) -> str:
+    try:
+        return template.render(context)
+    except jinja2.TemplateError as exc:
+        raise RenderError(str(exc)) from exc
+    except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
+        raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain-text alternative for an HTML body (links kept inline)."""
+    converter = html2text.HTML2Text()
+    converter.body_width = 0
+    converter.ignore_images = True
+    return converter.handle(html).strip() + "\n"
+
+
+def user_context(user: Any | None) -> dict[str, Any]:
+    """What templates see as `user`: its public fields and attributes."""
+    if user is None:
+        return {}
+    fields = ("id", "external_id", "email", "phone", "first_name", "last_name", "language")
+    return {name: getattr(user, name) for name in fields} | {"attributes": user.attributes or {}}
+
+
+def edition_context(edition: Any | None) -> dict[str, Any]:
+    if edition is None:
+        return {}
+    fields = ("id", "name", "timezone", "default_language", "start_date", "end_date")
+    return {name: getattr(edition, name) for name in fields}
