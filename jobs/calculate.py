@@ -18,7 +18,7 @@ from server import segment_engine, transitions
 from server.exceptions import InvalidArgument
 from server.models import Campaign, DeliveryStatus, Segment, SkipReason, utcnow
 from server.segment_engine import UserRow
-from server.status import Action, Status
+from server.status import Action, Status, next_status
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,18 @@ def _entry(campaign: Campaign, user: UserRow) -> dict[str, Any]:
             "skip_reason": reason}
 
 
+def _move(campaign_id: int, action: Action, **changes: Any) -> bool:
+    """Apply `action` only to a campaign still calculating. A racing calculation (a repeated
+    start, a sweep's resume) may have moved it to sending meanwhile, and FINISH or FAIL from
+    sending would end that send while its messages are still going out."""
+    target = next_status(Status.CALCULATING, action)
+    return target is not None and transitions.compare_and_set(
+        campaign_id, Status.CALCULATING, target, **changes)
+
+
 def _fail(campaign_id: int, message: str) -> str:
-    transitions.try_apply(campaign_id, Action.FAIL, error_message=message, completed_at=utcnow())
+    if not _move(campaign_id, Action.FAIL, error_message=message, completed_at=utcnow()):
+        return "lost race"
     log.warning("campaign failed", extra={"campaign_id": campaign_id, "error": message})
     return "failed"
 
@@ -88,9 +98,10 @@ def calculate(campaign_id: int) -> str:
     figures = {"user_count": matched, "total_recipients": total, "started_at": utcnow(),
                "heartbeat_at": utcnow()}
     if total == 0:
-        transitions.try_apply(campaign_id, Action.FINISH, completed_at=utcnow(), **figures)
+        if not _move(campaign_id, Action.FINISH, completed_at=utcnow(), **figures):
+            return "lost race"
         return "sent (no recipients)"
-    if not transitions.try_apply(campaign_id, Action.START_SENDING, **figures):
+    if not _move(campaign_id, Action.START_SENDING, **figures):
         return "lost race"
     start_senders(campaign_id, total)
     log.info("calculated", extra={"campaign_id": campaign_id, "matched": matched, "total": total})

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from campaigns.v1 import audience_service_pb2, audience_service_pb2_grpc
 from campaigns.v1 import campaign_service_pb2, campaign_service_pb2_grpc
+from campaigns.v1 import delivery_service_pb2, delivery_service_pb2_grpc
 from campaigns.v1 import email_message_service_pb2, email_message_service_pb2_grpc
 from jobs.context import queue, redis_connection
 from jobs.dispatch import RQDispatcher
@@ -21,6 +22,7 @@ from server.health import HealthReporter
 from server.migrations import migrate
 from server.rpc.audience_servicer import AudienceServicer
 from server.rpc.campaign_servicer import CampaignServicer
+from server.rpc.delivery_servicer import DeliveryServicer
 from server.rpc.email_message_servicer import EmailMessageServicer
 from server.rpc.interceptors import ServiceInterceptor
 from server.stats import read_stats
@@ -32,6 +34,7 @@ SERVICES = [
     campaign_service_pb2.DESCRIPTOR.services_by_name["CampaignService"].full_name,
     audience_service_pb2.DESCRIPTOR.services_by_name["AudienceService"].full_name,
     email_message_service_pb2.DESCRIPTOR.services_by_name["EmailMessageService"].full_name,
+    delivery_service_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
 ]
 
 
@@ -77,6 +80,7 @@ def build(settings: Settings) -> App:
     email_message_service_pb2_grpc.add_EmailMessageServiceServicer_to_server(
         EmailMessageServicer(), server
     )
+    delivery_service_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

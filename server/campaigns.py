@@ -7,13 +7,13 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import peewee as pw
 
 from server import transitions
 from server.config import MAX_NAME_LENGTH, MAX_SEARCH_LENGTH, MAX_SMS_BODY_LENGTH
-from server.db import write_transaction
+from server.db import is_postgres, write_transaction
 from server.exceptions import Aborted, FailedPrecondition, InvalidArgument
 from server.idempotency import run_once
 from server.listing import Page, PageRequest, paginate
@@ -35,6 +35,7 @@ ORDERINGS: dict[str, pw.Field] = {
 }
 DEFAULT_ORDERING = "-created"
 REFERENCES = ("segment_id", "email_message_id", "sms_body")
+M = TypeVar("M", bound=pw.Model)
 
 
 class Dispatcher(Protocol):
@@ -95,18 +96,28 @@ def _edition(edition_id: int, organization_id: int) -> Edition:
     return edition
 
 
+def _shared(query: pw.ModelSelect[M]) -> pw.ModelSelect[M]:
+    """On PostgreSQL, share-lock the rows read until the transaction ends: a concurrent delete
+    (or type change) of a referenced row, which locks it FOR UPDATE before checking whether
+    a campaign uses it, then waits for this campaign and sees it. SQLite's write transactions
+    already run one at a time."""
+    if not is_postgres():
+        return query
+    return query.for_update("FOR SHARE")  # type: ignore[arg-type]  # the stubs say bool only
+
+
 def _check_references(v: Violations, data: CampaignInput, changed: Collection[str]) -> None:
     """The segment and email message named must exist in the campaign's organization, and an
     SMS body must be a template that compiles. Only `changed` fields are looked up."""
     org = data.organization_id
-    if "segment_id" in changed and data.segment_id > 0 and not Segment.select().where(
+    if "segment_id" in changed and data.segment_id > 0 and not _shared(Segment.select().where(
         (Segment.id == data.segment_id) & (Segment.organization_id == org)
-    ).exists():
+    )).exists():
         v.add("segment_id", f"segment {data.segment_id} does not exist in organization {org}")
     if "email_message_id" in changed and data.email_message_id > 0:
-        message = EmailMessage.get_or_none(
+        message = _shared(EmailMessage.select().where(
             (EmailMessage.id == data.email_message_id) & (EmailMessage.organization_id == org)
-        )
+        )).get_or_none()
         if message is None:
             v.add("email_message_id",
                   f"email message {data.email_message_id} does not exist in organization {org}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
+from typing import Any
 from urllib.parse import urlparse
 
 import peewee
@@ -82,7 +84,7 @@ def ping() -> None:
         release_connection()
 
 
-def write_transaction() -> object:
+def write_transaction() -> AbstractContextManager[Any]:
     """A transaction that will write: on SQLite it takes the write lock up front (IMMEDIATE),
     so a read-then-write never fails half-way with "database is locked"."""
     if isinstance(database.obj, peewee.SqliteDatabase):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from email.headerregistry import Address
 
 from server import templating
-from server.db import write_transaction
+from server.db import is_postgres, write_transaction
 from server.exceptions import FailedPrecondition, InvalidArgument, NotFound
 from server.listing import Page, PageRequest, paginate
 from server.models import Campaign, Edition, EmailMessage, User, utcnow
@@ -85,8 +85,10 @@ def _check_edition(edition_id: int, organization_id: int) -> None:
                       f"{organization_id}")
 
 
-def get_email_message(message_id: int) -> EmailMessage:
-    message = EmailMessage.get_or_none(EmailMessage.id == message_id)
+def get_email_message(message_id: int, *, lock: bool = False) -> EmailMessage:
+    """`lock`: on PostgreSQL, hold the row FOR UPDATE until the transaction ends."""
+    query = EmailMessage.select().where(EmailMessage.id == message_id)
+    message = (query.for_update() if lock and is_postgres() else query).get_or_none()
     if message is None:
         raise NotFound("email_message", message_id)
     return message
@@ -128,24 +130,37 @@ def update_email_message(message_id: int, data: EmailMessageInput,
                 f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}")
     v.raise_if_any()
     with write_transaction():
-        message = get_email_message(message_id)
+        message = get_email_message(message_id, lock=True)
         current = EmailMessageInput(**{f.name: getattr(message, f.name) for f in fields(data)})
         values = _check(v, replace(current, **{p: getattr(data, p) for p in mask}))
         v.raise_if_any()
+        if "type" in mask and values["type"] != "campaign" and _in_use(message.id):
+            raise FailedPrecondition(
+                f"email message {message_id} is used by a campaign that has not finished, "
+                "which can only send a campaign message",
+                subject=f"email_messages/{message_id}", type_="IN_USE",
+                reason="EMAIL_MESSAGE_IN_USE",
+            )
         changes = {p: values[p] for p in mask}
         EmailMessage.update(modified=utcnow(), **changes).where(
             EmailMessage.id == message_id).execute()
         return get_email_message(message_id)
 
 
+def _in_use(message_id: int) -> bool:
+    """Whether a campaign that has not finished sends this message."""
+    return Campaign.select().where(
+        (Campaign.email_message_id == message_id)
+        & Campaign.status.in_([Status.DRAFT, Status.SCHEDULED, *ACTIVE])
+    ).exists()
+
+
 def delete_email_message(message_id: int) -> None:
     with write_transaction():
-        message = get_email_message(message_id)
-        in_use = Campaign.select().where(
-            (Campaign.email_message_id == message.id)
-            & Campaign.status.in_([Status.DRAFT, Status.SCHEDULED, *ACTIVE])
-        )
-        if in_use.exists():
+        # Locked first, so a CreateCampaign naming it meanwhile is either seen below or,
+        # waiting for the lock, finds it gone (see campaigns._shared).
+        message = get_email_message(message_id, lock=True)
+        if _in_use(message.id):
             raise FailedPrecondition(
                 f"email message {message_id} is used by a campaign that has not finished",
                 subject=f"email_messages/{message_id}", type_="IN_USE",

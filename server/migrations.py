@@ -50,8 +50,14 @@ def _v3_delivery_engine(db: pw.Database) -> None:
     db.create_tables([models.Suppression], safe=True)
 
 
+def _v4_delivery_events(db: pw.Database) -> None:
+    db.create_tables([models.DeliveryEvent], safe=True)
+    db.execute_sql("CREATE INDEX IF NOT EXISTS delivery_provider_message_id"
+                   " ON delivery (provider_message_id)")
+
+
 STEPS: list[Callable[[pw.Database], None]] = [
-    _v1_initial, _v2_audience_and_content, _v3_delivery_engine,
+    _v1_initial, _v2_audience_and_content, _v3_delivery_engine, _v4_delivery_events,
 ]
 
 

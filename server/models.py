@@ -136,7 +136,37 @@ class Delivery(BaseModel):
         indexes = (
             (("campaign", "user_id"), True),
             (("campaign", "status"), False),
+            (("provider_message_id",), False),
         )
+
+
+class EventType(StrEnum):
+    """What happened to a message after it left."""
+
+    DELIVERED = "delivered"
+    BOUNCED_HARD = "bounced_hard"
+    BOUNCED_SOFT = "bounced_soft"
+    COMPLAINED = "complained"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class DeliveryEvent(BaseModel):
+    """One event about one delivery. `dedupe_key` makes recording idempotent."""
+
+    id = pw.BigAutoField()
+    campaign_id = pw.BigIntegerField()
+    user_id = pw.BigIntegerField()
+    type = pw.CharField(max_length=16)
+    dedupe_key = pw.CharField(max_length=255, unique=True)
+    occurred_at = pw.DateTimeField()
+    url = pw.TextField(default="")
+    detail = pw.TextField(default="")
+    created = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("campaign_id", "type"), False),)
 
 
 class SkipReason(StrEnum):
@@ -253,5 +283,5 @@ class EmailMessage(BaseModel):
 
 ALL_MODELS: list[type[BaseModel]] = [
     SchemaVersion, Edition, Campaign, Delivery, IdempotencyKey, User, UserEdition, Segment,
-    EmailMessage, Suppression,
+    EmailMessage, Suppression, DeliveryEvent,
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from server import segment_engine
 from server.config import MAX_NAME_LENGTH
-from server.db import write_transaction
+from server.db import is_postgres, write_transaction
 from server.exceptions import FailedPrecondition, NotFound
 from server.listing import Page, PageRequest, paginate
 from server.models import Campaign, Edition, Segment, User, utcnow
@@ -53,8 +53,10 @@ def _check_edition(edition_id: int, organization_id: int) -> None:
                       f"{organization_id}")
 
 
-def get_segment(segment_id: int) -> Segment:
-    segment = Segment.get_or_none(Segment.id == segment_id)
+def get_segment(segment_id: int, *, lock: bool = False) -> Segment:
+    """`lock`: on PostgreSQL, hold the row FOR UPDATE until the transaction ends."""
+    query = Segment.select().where(Segment.id == segment_id)
+    segment = (query.for_update() if lock and is_postgres() else query).get_or_none()
     if segment is None:
         raise NotFound("segment", segment_id)
     return segment
@@ -109,7 +111,9 @@ def update_segment(segment_id: int, data: SegmentInput, mask: Collection[str]) -
 
 def delete_segment(segment_id: int) -> None:
     with write_transaction():
-        segment = get_segment(segment_id)
+        # Locked first, so a CreateCampaign naming it meanwhile is either seen below or,
+        # waiting for the lock, finds it gone (see campaigns._shared).
+        segment = get_segment(segment_id, lock=True)
         users = Campaign.select().where(
             (Campaign.segment_id == segment.id)
             & Campaign.status.in_([Status.DRAFT, Status.SCHEDULED, *ACTIVE])

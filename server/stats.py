@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import peewee as pw
 
 from server import transitions
-from server.models import Delivery, DeliveryStatus, utcnow
+from server.models import Delivery, DeliveryEvent, DeliveryStatus, EventType, utcnow
 
 _IN_FLIGHT = (DeliveryStatus.PENDING, DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
 
@@ -32,6 +32,10 @@ class Stats:
     bounced: int = 0
     unsubscribed: int = 0
     pending: int = 0
+    opens_total: int = 0
+    clicks_total: int = 0
+    skipped: int = 0
+    ambiguous: int = 0
     observed_at: dt.datetime = field(default_factory=utcnow, compare=False)
 
     @property
@@ -64,6 +68,8 @@ def read_stats(campaign_id: int) -> Stats:
             _count_if(D.status == DeliveryStatus.SENT).alias("sent"),
             _count_if(D.status == DeliveryStatus.FAILED).alias("failed"),
             _count_if(D.status.in_(_IN_FLIGHT)).alias("pending"),
+            _count_if(D.status == DeliveryStatus.SKIPPED).alias("skipped"),
+            _count_if(D.status == DeliveryStatus.AMBIGUOUS).alias("ambiguous"),
             pw.fn.COUNT(D.delivered_at).alias("delivered"),
             pw.fn.COUNT(D.opened_at).alias("opened"),
             pw.fn.COUNT(D.clicked_at).alias("clicked"),
@@ -74,8 +80,16 @@ def read_stats(campaign_id: int) -> Stats:
         .dicts()
         .get()
     )
+    E = DeliveryEvent
+    totals = dict(
+        E.select(E.type, pw.fn.COUNT(E.id)).where(
+            (E.campaign_id == campaign_id) & E.type.in_([EventType.OPENED, EventType.CLICKED])
+        ).group_by(E.type).tuples()
+    )
     return Stats(
         campaign_id=campaign_id, status=campaign.status,
         total_recipients=campaign.total_recipients,
+        opens_total=int(totals.get(EventType.OPENED, 0)),
+        clicks_total=int(totals.get(EventType.CLICKED, 0)),
         **{key: int(value or 0) for key, value in row.items()},
     )

@@ -15,7 +15,7 @@ import phonenumbers
 from server.db import write_transaction
 from server.exceptions import NotFound
 from server.listing import Page, PageRequest, paginate
-from server.models import Edition, User, UserEdition, utcnow
+from server.models import Delivery, Edition, User, UserEdition, utcnow
 from server.validation import Violations, invalid
 
 log = logging.getLogger(__name__)
@@ -295,3 +295,5 @@ def delete_user(user_id: int) -> None:
             language="", attributes={}, email_consent=False, sms_consent=False,
             erased_at=utcnow(), modified=utcnow(),
         ).where(User.id == user.id).execute()
+        # The ledger keeps each past delivery's status (the counts) but not the address.
+        Delivery.update(address="").where(Delivery.user_id == user.id).execute()

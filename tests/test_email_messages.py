@@ -8,11 +8,11 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
+
 from campaigns.v1 import audience_service_pb2 as apb
 from campaigns.v1 import edition_pb2, email_message_pb2, user_pb2
 from campaigns.v1 import email_message_service_pb2 as epb
-from google.protobuf import field_mask_pb2
-
 from tests.helpers import details, make_email_message, violated_fields
 
 CAMPAIGN = email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN

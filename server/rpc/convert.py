@@ -68,7 +68,7 @@ def optional_timestamp(msg: Message, name: str, field: str | None = None) -> dt.
     return from_timestamp(getattr(msg, name), field or name) if msg.HasField(name) else None
 
 
-def _set_ts(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> None:
+def set_timestamp(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> None:
     if value is not None:
         target.FromDatetime(value.replace(tzinfo=dt.UTC))
 
@@ -95,7 +95,7 @@ def campaign_to_pb(c: Campaign) -> campaign_pb2.Campaign:
         scheduled_at_local=local_iso(c.scheduled_at, timezone), etag=etag_of(c),
     )
     for name in ("scheduled_at", "started_at", "completed_at", "created", "modified"):
-        _set_ts(getattr(pb, name), getattr(c, name))
+        set_timestamp(getattr(pb, name), getattr(c, name))
     return pb
 
 
@@ -106,8 +106,10 @@ def stats_to_pb(s: Stats) -> campaign_pb2.CampaignStats:
         delivered=s.delivered, opened=s.opened, clicked=s.clicked, bounced=s.bounced,
         unsubscribed=s.unsubscribed, delivery_rate=s.delivery_rate, open_rate=s.open_rate,
         click_rate=s.click_rate, unsubscribe_rate=s.unsubscribe_rate, pending=s.pending,
+        opens_total=s.opens_total, clicks_total=s.clicks_total, skipped=s.skipped,
+        ambiguous=s.ambiguous,
     )
-    _set_ts(pb.observed_at, s.observed_at)
+    set_timestamp(pb.observed_at, s.observed_at)
     return pb
 
 
@@ -118,8 +120,8 @@ def edition_to_pb(e: Edition) -> edition_pb2.Edition:
         start_date=e.start_date.isoformat() if e.start_date else "",
         end_date=e.end_date.isoformat() if e.end_date else "",
     )
-    _set_ts(pb.created, e.created)
-    _set_ts(pb.modified, e.modified)
+    set_timestamp(pb.created, e.created)
+    set_timestamp(pb.modified, e.modified)
     return pb
 
 
@@ -147,8 +149,8 @@ def user_to_pb(u: User, editions: list[int]) -> user_pb2.User:
         sms_unsubscribed=u.sms_unsubscribed,
     )
     pb.attributes.update(u.attributes or {})
-    _set_ts(pb.created, u.created)
-    _set_ts(pb.modified, u.modified)
+    set_timestamp(pb.created, u.created)
+    set_timestamp(pb.modified, u.modified)
     return pb
 
 
@@ -157,8 +159,8 @@ def segment_to_pb(s: Segment) -> segment_pb2.Segment:
         id=s.id, organization_id=s.organization_id, edition_id=s.edition_id or 0, name=s.name,
         expression=s.expression,
     )
-    _set_ts(pb.created, s.created)
-    _set_ts(pb.modified, s.modified)
+    set_timestamp(pb.created, s.created)
+    set_timestamp(pb.modified, s.modified)
     return pb
 
 
@@ -184,6 +186,6 @@ def email_message_to_pb(m: EmailMessage) -> email_message_pb2.EmailMessage:
         from_email=m.from_email, reply_to=m.reply_to, html_body=m.html_body,
         text_body=m.text_body,
     )
-    _set_ts(pb.created, m.created)
-    _set_ts(pb.modified, m.modified)
+    set_timestamp(pb.created, m.created)
+    set_timestamp(pb.modified, m.modified)
     return pb

@@ -228,6 +228,10 @@ class CampaignStats(_message.Message):
     UNSUBSCRIBE_RATE_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
     OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    OPENS_TOTAL_FIELD_NUMBER: _builtins.int
+    CLICKS_TOTAL_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    AMBIGUOUS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.int
     """The campaign these figures describe."""
     status: Global___CampaignStatus.ValueType
@@ -258,6 +262,14 @@ class CampaignStats(_message.Message):
     """unsubscribed / delivered; 0 when delivered is 0."""
     pending: _builtins.int
     """Recipients not yet in a final state (queued, in flight or waiting to retry)."""
+    opens_total: _builtins.int
+    """Opens counted every time (`opened` counts recipients)."""
+    clicks_total: _builtins.int
+    """Clicks counted every time (`clicked` counts recipients)."""
+    skipped: _builtins.int
+    """Matched users who were not sent to (no address, no consent, unsubscribed, suppressed...)."""
+    ambiguous: _builtins.int
+    """Recipients whose send was interrupted by a crash: maybe delivered, never resent."""
     @_builtins.property
     def observed_at(self) -> _timestamp_pb2.Timestamp:
         """When these figures were read, in UTC."""
@@ -281,10 +293,14 @@ class CampaignStats(_message.Message):
         unsubscribe_rate: _builtins.float = ...,
         pending: _builtins.int = ...,
         observed_at: _timestamp_pb2.Timestamp | None = ...,
+        opens_total: _builtins.int = ...,
+        clicks_total: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        ambiguous: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounced", b"bounced", "campaign_id", b"campaign_id", "click_rate", b"click_rate", "clicked", b"clicked", "delivered", b"delivered", "delivery_rate", b"delivery_rate", "failed", b"failed", "observed_at", b"observed_at", "open_rate", b"open_rate", "opened", b"opened", "pending", b"pending", "sent", b"sent", "status", b"status", "total_recipients", b"total_recipients", "unsubscribe_rate", b"unsubscribe_rate", "unsubscribed", b"unsubscribed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ambiguous", b"ambiguous", "bounced", b"bounced", "campaign_id", b"campaign_id", "click_rate", b"click_rate", "clicked", b"clicked", "clicks_total", b"clicks_total", "delivered", b"delivered", "delivery_rate", b"delivery_rate", "failed", b"failed", "observed_at", b"observed_at", "open_rate", b"open_rate", "opened", b"opened", "opens_total", b"opens_total", "pending", b"pending", "sent", b"sent", "skipped", b"skipped", "status", b"status", "total_recipients", b"total_recipients", "unsubscribe_rate", b"unsubscribe_rate", "unsubscribed", b"unsubscribed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,279 @@
+"""A campaign's life through the real delivery engine: on time and never early when scheduled,
+cancel stops a send in progress, nobody to send to, repeated and racing starts, a worker that
+dies mid-send, and WatchCampaignStats following it all. The worker sends email over SMTP to a
+recording aiosmtpd server at 20 messages a second, so a send of a hundred takes seconds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from campaigns.v1 import campaign_pb2
+from campaigns.v1 import campaign_service_pb2 as cpb
+from rq import Queue
+
+from jobs import context, kickoff
+from jobs import ledger as ledger_sql
+from jobs.calculate import calculate
+from jobs.delivery import send
+from server import transitions
+from server.db import release_connection
+from server.models import Campaign, utcnow
+from server.status import Action
+from tests.delivery_fixtures import (
+    RunningWorker,
+    SmtpSink,
+    assert_counters_match_ledger,
+    get,
+    import_users,
+    ledger,
+    send_now,
+    start_worker,
+    user,
+    wait_final,
+    wait_until,
+)
+from tests.helpers import make_campaign, make_edition, make_email_message, make_segment, ts
+
+EMAIL = campaign_pb2.CHANNEL_EMAIL
+SCHEDULED = campaign_pb2.CAMPAIGN_STATUS_SCHEDULED
+SENDING = campaign_pb2.CAMPAIGN_STATUS_SENDING
+SENT = campaign_pb2.CAMPAIGN_STATUS_SENT
+CANCELLED = campaign_pb2.CAMPAIGN_STATUS_CANCELLED
+RATE = 20  # messages a second, shared by the worker's send jobs
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpSink]:
+    with SmtpSink.running() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def worker(app, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
+           ) -> Iterator[RunningWorker]:
+    # Default claim and group sizes (200, 50): a group of 50 waits seconds for its permits.
+    env = {**smtp.env(), "EMAIL_RATE_LIMIT": str(RATE), "STALE_SECONDS": "2"}
+    with start_worker(database_url=database_url, redis_url=redis_url,
+                      queue_name=settings.queue_name, repo_root=repo_root,
+                      log_dir=tmp_path_factory.mktemp("lifecycle-worker"), env=env) as running:
+        yield running
+
+
+@pytest.fixture
+def jobs_env(monkeypatch, database_url, redis_url, settings) -> Iterator[None]:
+    """This process configured as a job process (jobs read the environment)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("CAMPAIGNS_QUEUE", settings.queue_name)
+    context.settings.cache_clear()
+    context.ensure_database()
+    yield
+    release_connection()
+    context.settings.cache_clear()
+
+
+def _campaign(campaigns, audience, messages, org_id, count: int,
+              expression: str = "user.email_consent", consent: bool = True
+              ) -> tuple[campaign_pb2.Campaign, list[str]]:
+    """An email campaign to `count` imported users; their addresses."""
+    edition = make_edition(audience, org_id)
+    segment = make_segment(audience, edition, expression)
+    message = make_email_message(messages, edition)
+    campaign = make_campaign(campaigns, edition, channel=EMAIL, sms_body="",
+                             email_message_id=message.id, segment_id=segment.id)
+    tag = uuid.uuid4().hex[:8]
+    addresses = [f"u{i}.{tag}@mail.example.com" for i in range(count)]
+    import_users(audience, org_id, edition.id, [
+        user(f"u{i}-{tag}", email=address, first_name=f"U{i}", email_consent=consent)
+        for i, address in enumerate(addresses)])
+    return campaign, addresses
+
+
+def _exactly_once(smtp: SmtpSink, campaign_id: int, addresses: list[str]) -> None:
+    assert smtp.per_address(campaign_id) == {a: 1 for a in addresses}
+
+
+def test_a_scheduled_campaign_starts_on_time_and_not_before(
+        worker, smtp, campaigns, audience, messages, org_id):
+    campaign, addresses = _campaign(campaigns, audience, messages, org_id, 3)
+    now = dt.datetime.now(dt.UTC)
+    when = (now + dt.timedelta(seconds=3)).replace(microsecond=700_000)
+    if when - now > dt.timedelta(seconds=3.2):
+        when -= dt.timedelta(seconds=1)
+    campaigns.ScheduleCampaign(cpb.ScheduleCampaignRequest(id=campaign.id, scheduled_at=ts(when)))
+
+    early_polls = 0
+    while dt.datetime.now(dt.UTC) < when - dt.timedelta(milliseconds=50):
+        assert get(campaigns, campaign.id).status == SCHEDULED, "started before scheduled_at"
+        assert smtp.of_campaign(campaign.id) == []
+        early_polls += 1
+        time.sleep(0.1)
+    assert early_polls > 10
+    done = wait_final(campaigns, campaign.id, worker, timeout=10)
+    assert done.status == SENT, (done, worker.output())
+    _exactly_once(smtp, campaign.id, addresses)
+    received = [r.at for r in smtp.of_campaign(campaign.id)]
+    assert min(received) >= when.timestamp(), "a message left before scheduled_at"
+    assert max(received) - when.timestamp() < 3, "started late"
+    assert done.started_at.ToDatetime(dt.UTC) >= when
+    assert_counters_match_ledger(campaigns, campaign.id)
+
+
+def test_cancel_stops_a_send_in_progress(worker, smtp, campaigns, audience, messages, org_id):
+    campaign, addresses = _campaign(campaigns, audience, messages, org_id, 100)
+    send_now(campaigns, campaign.id)
+    assert wait_until(lambda: len(smtp.of_campaign(campaign.id)) >= 15, 10), worker.output()
+    cancelled = campaigns.CancelCampaign(cpb.CancelCampaignRequest(id=campaign.id)).campaign
+    cancelled_at = time.time()
+    assert cancelled.status == CANCELLED
+
+    # Whatever was in flight lands within about a second; then nothing more, ever.
+    time.sleep(1.2)
+    settled = len(smtp.of_campaign(campaign.id))
+    time.sleep(1.5)
+    received = smtp.of_campaign(campaign.id)
+    assert len(received) == settled < len(addresses), worker.output()
+    print("CANCEL-DEBUG", max(r.at for r in received) - cancelled_at, sum(r.at > cancelled_at for r in received), len(received))
+    assert max(r.at for r in received) < cancelled_at + 1.0
+    assert set(smtp.per_address(campaign.id).values()) == {1}
+
+    done = get(campaigns, campaign.id)
+    assert done.status == CANCELLED and done.HasField("completed_at")
+    rows = assert_counters_match_ledger(campaigns, campaign.id)
+    statuses = [r.status for r in rows]
+    assert statuses.count("sent") == done.sent_count == settled
+    assert statuses.count("pending") == len(addresses) - settled  # released, not half-sent
+
+
+def test_nobody_to_send_to_finishes_sent_at_once(
+        worker, smtp, campaigns, audience, messages, org_id):
+    nobody, _ = _campaign(campaigns, audience, messages, org_id, 2, expression="false")
+    no_consent, _ = _campaign(campaigns, audience, messages, org_id, 2, consent=False,
+                              expression="true")
+    started = time.monotonic()
+    for campaign in (nobody, no_consent):
+        send_now(campaigns, campaign.id)
+    done = [wait_final(campaigns, c.id, worker, timeout=5) for c in (nobody, no_consent)]
+    assert time.monotonic() - started < 3
+    for campaign in done:
+        assert campaign.status == SENT, (campaign, worker.output())
+        assert (campaign.total_recipients, campaign.sent_count, campaign.failed_count) == (0, 0, 0)
+        assert campaign.HasField("started_at") and campaign.HasField("completed_at")
+        assert campaign.error_message == ""
+        assert smtp.of_campaign(campaign.id) == []
+    assert (done[0].user_count, done[1].user_count) == (0, 2)
+    assert ledger(nobody.id) == []
+    assert {(r.status, r.skip_reason) for r in ledger(no_consent.id)} == {("skipped", "no_consent")}
+
+
+def test_a_repeated_start_sends_nothing_twice(
+        jobs_env, worker, smtp, campaigns, audience, messages, org_id, settings):
+    campaign, addresses = _campaign(campaigns, audience, messages, org_id, 12)
+    send_now(campaigns, campaign.id)  # enqueues start-<id>
+    # The same hand-off again (a retried enqueue), and this process starting it too.
+    Queue(settings.queue_name, connection=context.shared_redis()).enqueue(
+        kickoff.start, campaign.id, job_id=f"start-{campaign.id}-again")
+    kickoff.start(campaign.id)
+    done = wait_final(campaigns, campaign.id, worker)
+    assert done.status == SENT, (done, worker.output())
+    # Late repeats of every step find nothing to do.
+    assert kickoff.start(campaign.id) == "not calculating"
+    assert calculate(campaign.id) == "not calculating"
+    assert send(campaign.id) == "not sending"
+    time.sleep(0.5)
+    _exactly_once(smtp, campaign.id, addresses)
+    assert (done.total_recipients, done.sent_count) == (12, 12)
+    rows = assert_counters_match_ledger(campaigns, campaign.id)
+    assert {(r.status, r.attempts) for r in rows} == {("sent", 1)}
+
+
+def test_a_calculation_racing_another_one_changes_nothing(
+        jobs_env, worker, smtp, campaigns, audience, messages, org_id, monkeypatch):
+    """Calculation A is slow: between freezing the ledger and counting what is pending, a
+    calculation B runs whole and the worker claims every row (the last one is slow to send).
+    A must leave the campaign alone: it is B's now."""
+    campaign, addresses = _campaign(campaigns, audience, messages, org_id, 6)
+    smtp.slow_down(addresses[-1], 1.5)
+    transitions.apply(campaign.id, Action.SEND_NOW, heartbeat_at=utcnow())  # no hand-off
+    release_connection()
+    real = ledger_sql.skip_suppressed
+    calls: list[str] = []
+
+    def all_claimed() -> bool:
+        return get(campaigns, campaign.id).status == SENDING and not any(
+            r.status == "pending" for r in ledger(campaign.id))
+
+    def slow_skip_suppressed(*args):
+        calls.append("call")
+        if len(calls) == 1:  # inside A
+            assert kickoff.start(campaign.id) == "sending"  # B, whose send jobs the worker runs
+            assert wait_until(all_claimed, 10), worker.output()
+        return real(*args)
+
+    monkeypatch.setattr(ledger_sql, "skip_suppressed", slow_skip_suppressed)
+    assert kickoff.start(campaign.id) == "lost race"  # A
+    assert get(campaigns, campaign.id).status == SENDING
+    done = wait_final(campaigns, campaign.id, worker)
+    assert done.status == SENT, (done, worker.output())
+    assert (done.total_recipients, done.sent_count, done.failed_count) == (6, 6, 0)
+    _exactly_once(smtp, campaign.id, addresses)
+    assert_counters_match_ledger(campaigns, campaign.id)
+
+
+def test_the_sweep_resumes_a_campaign_whose_worker_died(
+        jobs_env, worker, smtp, campaigns, audience, messages, org_id, monkeypatch):
+    campaign, addresses = _campaign(campaigns, audience, messages, org_id, 6)
+    transitions.apply(campaign.id, Action.SEND_NOW, heartbeat_at=utcnow())
+    # The worker calculates, then dies before starting any send job...
+    monkeypatch.setattr("jobs.calculate.start_senders", lambda *args: None)
+    assert calculate(campaign.id) == "sending"
+    # ...or rather, its send job died holding a claim of 3 rows, 2 of them already marked
+    # sending (they may have left: never to be sent again) and 1 not yet.
+    claimed = ledger_sql.claim(campaign.id, "dead-worker", 3, 0)
+    ambiguous = ledger_sql.mark_sending([c.id for c in claimed[:2]], "dead-worker", 0)
+    Campaign.update(heartbeat_at=utcnow() - dt.timedelta(seconds=30)).where(
+        Campaign.id == campaign.id).execute()
+    release_connection()
+
+    done = wait_final(campaigns, campaign.id, worker, timeout=10)
+    assert done.status == SENT, (done, worker.output())
+    rows = {r.id: r for r in assert_counters_match_ledger(campaigns, campaign.id)}
+    assert {rows[i].status for i in ambiguous} == {"ambiguous"}
+    assert all("may have been delivered" in rows[i].last_error for i in ambiguous)
+    lost = {rows[i].address for i in ambiguous}
+    _exactly_once(smtp, campaign.id, [a for a in addresses if a not in lost])
+    assert (done.total_recipients, done.sent_count, done.failed_count) == (6, 4, 0)
+
+
+def test_watch_follows_a_send_to_its_final_figures(
+        worker, smtp, campaigns, audience, messages, org_id):
+    campaign, addresses = _campaign(campaigns, audience, messages, org_id, 60)
+    stream = campaigns.WatchCampaignStats(cpb.WatchCampaignStatsRequest(id=campaign.id),
+                                          timeout=30)
+    seen: list[cpb.WatchCampaignStatsResponse] = []
+    reader = threading.Thread(target=lambda: seen.extend(stream), daemon=True)
+    reader.start()
+    assert wait_until(lambda: seen, 5)  # the first snapshot comes at once
+    send_now(campaigns, campaign.id)
+    reader.join(20)
+    assert not reader.is_alive(), worker.output()
+
+    assert seen[0].stats.status == campaign_pb2.CAMPAIGN_STATUS_DRAFT
+    assert [m.final for m in seen] == [False] * (len(seen) - 1) + [True]
+    last = seen[-1].stats
+    assert last.status == SENT
+    assert last.sent == last.total_recipients == len(addresses)
+    assert (last.failed, last.pending) == (0, 0)
+    sent = [m.stats.sent for m in seen]
+    assert sent == sorted(sent), "progress went backwards"
+    assert any(0 < n < len(addresses) for n in sent), f"no progress in between: {sent}"
+    assert any(m.stats.status == campaign_pb2.CAMPAIGN_STATUS_SENDING for m in seen)
+    done = get(campaigns, campaign.id)
+    assert (done.sent_count, done.failed_count) == (last.sent, last.failed)
+    assert_counters_match_ledger(campaigns, campaign.id)
+    _exactly_once(smtp, campaign.id, addresses)
