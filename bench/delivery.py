@@ -29,11 +29,17 @@ import psycopg2
 from bench.segment_eval import ADMIN_URL
 from bench.sinks import start_smtp_sink, start_twilio_sink
 from campaigns.v1 import audience_service_pb2 as apb
-from campaigns.v1 import audience_service_pb2_grpc, campaign_service_pb2_grpc
-from campaigns.v1 import campaign_pb2, edition_pb2, email_message_pb2, segment_pb2
+from campaigns.v1 import (
+    audience_service_pb2_grpc,
+    campaign_pb2,
+    campaign_service_pb2_grpc,
+    edition_pb2,
+    email_message_pb2,
+    email_message_service_pb2_grpc,
+    segment_pb2,
+)
 from campaigns.v1 import campaign_service_pb2 as cpb
 from campaigns.v1 import email_message_service_pb2 as epb
-from campaigns.v1 import email_message_service_pb2_grpc
 from scripts import localredis
 from server.app import build
 from server.config import Settings
@@ -67,11 +73,22 @@ def load_users(count: int, edition_id: int) -> None:
     """Bulk-load recipients straight into the table: set-up, not what is measured."""
     now = utcnow()
     for start in range(0, count, 10_000):
-        rows = [{"organization_id": ORG, "external_id": f"b{i}", "email": f"user{i}@example.com",
-                 "phone": f"+4520{i:06d}", "first_name": f"Ann{i}", "last_name": "Jensen",
-                 "attributes": {"ticket_type": "vip"}, "email_consent": True,
-                 "sms_consent": True, "created": now, "modified": now}
-                for i in range(start, min(count, start + 10_000))]
+        rows = [
+            {
+                "organization_id": ORG,
+                "external_id": f"b{i}",
+                "email": f"user{i}@example.com",
+                "phone": f"+4520{i:06d}",
+                "first_name": f"Ann{i}",
+                "last_name": "Jensen",
+                "attributes": {"ticket_type": "vip"},
+                "email_consent": True,
+                "sms_consent": True,
+                "created": now,
+                "modified": now,
+            }
+            for i in range(start, min(count, start + 10_000))
+        ]
         with database.atomic():
             User.insert_many(rows).execute()
     database.close()
@@ -88,8 +105,9 @@ def _rss_kb(pid: int) -> int:
 
 
 def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
-                         text=True).stdout.split()
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
+    ).stdout.split()
     kids = [int(p) for p in out]
     return kids + [g for k in kids for g in _descendants(k)]
 
@@ -98,40 +116,74 @@ def _setup_campaign(channel: grpc.Channel, kind: str, users: int) -> int:
     audience = audience_service_pb2_grpc.AudienceServiceStub(channel)
     messages = email_message_service_pb2_grpc.EmailMessageServiceStub(channel)
     campaigns = campaign_service_pb2_grpc.CampaignServiceStub(channel)
-    edition = audience.CreateEdition(apb.CreateEditionRequest(edition=edition_pb2.Edition(
-        organization_id=ORG, name="Bench", timezone="Europe/Copenhagen"))).edition
+    edition = audience.CreateEdition(
+        apb.CreateEditionRequest(
+            edition=edition_pb2.Edition(
+                organization_id=ORG, name="Bench", timezone="Europe/Copenhagen"
+            )
+        )
+    ).edition
     load_users(users, edition.id)
-    segment = audience.CreateSegment(apb.CreateSegmentRequest(segment=segment_pb2.Segment(
-        organization_id=ORG, name="vip", expression='user.attributes.ticket_type == "vip"'))
+    segment = audience.CreateSegment(
+        apb.CreateSegmentRequest(
+            segment=segment_pb2.Segment(
+                organization_id=ORG, name="vip", expression='user.attributes.ticket_type == "vip"'
+            )
+        )
     ).segment
-    fields = {"organization_id": ORG, "edition_id": edition.id, "segment_id": segment.id,
-              "name": "bench"}
+    fields = {
+        "organization_id": ORG,
+        "edition_id": edition.id,
+        "segment_id": segment.id,
+        "name": "bench",
+    }
     if kind == "email":
-        message = messages.CreateEmailMessage(epb.CreateEmailMessageRequest(
-            email_message=email_message_pb2.EmailMessage(
-                organization_id=ORG, edition_id=edition.id,
-                type=email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN,
-                subject="Hi {{ user.first_name }}, the line-up is out", from_name="Festival",
-                from_email="news@festival.example",
-                html_body="<html><body><h1>Hello {{ user.first_name }}</h1><p>The line-up is "
-                          "out. <a href='https://festival.example/lineup'>See it</a></p>"
-                          "</body></html>"))).email_message
+        message = messages.CreateEmailMessage(
+            epb.CreateEmailMessageRequest(
+                email_message=email_message_pb2.EmailMessage(
+                    organization_id=ORG,
+                    edition_id=edition.id,
+                    type=email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN,
+                    subject="Hi {{ user.first_name }}, the line-up is out",
+                    from_name="Festival",
+                    from_email="news@festival.example",
+                    html_body="<html><body><h1>Hello {{ user.first_name }}</h1><p>The line-up is "
+                    "out. <a href='https://festival.example/lineup'>See it</a></p>"
+                    "</body></html>",
+                )
+            )
+        ).email_message
         fields |= {"channel": campaign_pb2.CHANNEL_EMAIL, "email_message_id": message.id}
     else:
-        fields |= {"channel": campaign_pb2.CHANNEL_SMS,
-                   "sms_body": "Hi {{ user.first_name }}, the line-up is out!"}
+        fields |= {
+            "channel": campaign_pb2.CHANNEL_SMS,
+            "sms_body": "Hi {{ user.first_name }}, the line-up is out!",
+        }
     return int(campaigns.CreateCampaign(cpb.CreateCampaignRequest(**fields)).campaign.id)
 
 
-def run_pipeline(args: argparse.Namespace, workers: int, sink_env: dict[str, str]) -> dict[str, float]:
+def run_pipeline(
+    args: argparse.Namespace, workers: int, sink_env: dict[str, str]
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, fresh_database(args.database, Path(tmp)) as url:
         redis_proc, redis_url = localredis.start(Path(tmp) / "redis")
         app = build(Settings(database_url=url, redis_url=redis_url, host="127.0.0.1", port=0))
-        env = {**os.environ, **sink_env, "DATABASE_URL": url, "REDIS_URL": redis_url,
-               "CAMPAIGNS_QUEUE": "campaigns", "PARALLEL_SEND_JOBS": str(max(2, workers * 2))}
-        procs = [subprocess.Popen([sys.executable, "-m", "jobs"], env=env,
-                                  stderr=open(Path(tmp) / f"worker{n}.log", "w"))
-                 for n in range(workers)]
+        env = {
+            **os.environ,
+            **sink_env,
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url,
+            "CAMPAIGNS_QUEUE": "campaigns",
+            "PARALLEL_SEND_JOBS": str(max(2, workers * 2)),
+        }
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "jobs"],
+                env=env,
+                stderr=open(Path(tmp) / f"worker{n}.log", "w"),  # noqa: SIM115
+            )
+            for n in range(workers)
+        ]
         try:
             with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
                 campaign_id = _setup_campaign(channel, args.channel, args.recipients)
@@ -144,8 +196,9 @@ def run_pipeline(args: argparse.Namespace, workers: int, sink_env: dict[str, str
             localredis.stop(redis_proc)
 
 
-def _measure(channel: grpc.Channel, campaign_id: int,
-             procs: list[subprocess.Popen[str]]) -> dict[str, float]:
+def _measure(
+    channel: grpc.Channel, campaign_id: int, procs: list[subprocess.Popen[str]]
+) -> dict[str, float]:
     campaigns = campaign_service_pb2_grpc.CampaignServiceStub(channel)
     time.sleep(1.0)  # workers up
     peak = {p.pid: 0 for p in procs}
@@ -161,14 +214,21 @@ def _measure(channel: grpc.Channel, campaign_id: int,
         time.sleep(0.2)
     started = c.started_at.ToDatetime().timestamp()
     completed = c.completed_at.ToDatetime().timestamp()
-    return {"recipients": c.sent_count, "failed": c.failed_count,
-            "calculating_s": started - t0, "sending_s": completed - started,
-            "wall_s": completed - t0, "peak_mb": max(peak.values()) / 1024}
+    return {
+        "recipients": c.sent_count,
+        "failed": c.failed_count,
+        "calculating_s": started - t0,
+        "sending_s": completed - started,
+        "wall_s": completed - t0,
+        "peak_mb": max(peak.values()) / 1024,
+    }
 
 
 def raw_email_rate(port: int) -> float:
-    data = (b"From: news@festival.example\r\nTo: x@example.com\r\nSubject: Hi\r\n\r\n"
-            + b"Hello\r\n" * 40)
+    data = (
+        b"From: news@festival.example\r\nTo: x@example.com\r\nSubject: Hi\r\n\r\n"
+        + b"Hello\r\n" * 40
+    )
     with smtplib.SMTP("127.0.0.1", port) as smtp:
         start = time.perf_counter()
         for i in range(RAW_MESSAGES):
@@ -181,8 +241,14 @@ def raw_sms_rate(port: int) -> float:
     with httpx.Client(auth=("AC1", "token")) as client:
         start = time.perf_counter()
         for i in range(RAW_MESSAGES // 4):
-            client.post(url, data={"To": f"+4520{i:06d}", "From": "+4512345678",
-                                   "Body": "Hi Ann, the line-up is out!"})
+            client.post(
+                url,
+                data={
+                    "To": f"+4520{i:06d}",
+                    "From": "+4512345678",
+                    "Body": "Hi Ann, the line-up is out!",
+                },
+            )
         return (RAW_MESSAGES // 4) / (time.perf_counter() - start)
 
 
@@ -199,19 +265,25 @@ def main() -> None:
         raw = raw_email_rate(port)
     else:
         sink, port = start_twilio_sink()
-        env = {"SMS_PROVIDER": "twilio", "TWILIO_BASE_URL": f"http://127.0.0.1:{port}",
-               "TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "token",
-               "TWILIO_FROM": "+4512345678"}
+        env = {
+            "SMS_PROVIDER": "twilio",
+            "TWILIO_BASE_URL": f"http://127.0.0.1:{port}",
+            "TWILIO_ACCOUNT_SID": "AC1",
+            "TWILIO_AUTH_TOKEN": "token",
+            "TWILIO_FROM": "+4512345678",
+        }
         raw = raw_sms_rate(port)
     print(f"raw {args.channel} loop: {raw:,.0f} msg/s")
     try:
         for workers in args.workers:
             r = run_pipeline(args, workers, env)
             rate = r["recipients"] / r["sending_s"]
-            print(f"| {args.channel} | {args.database} | {workers} | {int(r['recipients']):,} | "
-                  f"{args.recipients / r['calculating_s']:,.0f} | {rate:,.0f} | "
-                  f"{r['wall_s']:.1f} | {r['peak_mb']:.0f} | {raw:,.0f} | {rate / raw:.2f} |",
-                  flush=True)
+            print(
+                f"| {args.channel} | {args.database} | {workers} | {int(r['recipients']):,} | "
+                f"{args.recipients / r['calculating_s']:,.0f} | {rate:,.0f} | "
+                f"{r['wall_s']:.1f} | {r['peak_mb']:.0f} | {raw:,.0f} | {rate / raw:.2f} |",
+                flush=True,
+            )
     finally:
         sink.terminate()
 

@@ -47,7 +47,7 @@ def _phone(rnd: random.Random) -> str:
     kind = rnd.random()
     if kind < 0.6:
         digits = f"{rnd.choice((26, 27, 28))}{rnd.randrange(10**6):06}"
-        return " ".join(digits[i:i + 2] for i in range(0, 8, 2))
+        return " ".join(digits[i : i + 2] for i in range(0, 8, 2))
     if kind < 0.75:
         return f"+45{rnd.choice((26, 27, 28))}{rnd.randrange(10**6):06}"
     if kind < 0.85:
@@ -63,25 +63,33 @@ def _user(i: int, rnd: random.Random) -> user_pb2.User:
     if rnd.random() < 0.002:
         email = email.replace("@", " at ")  # a typo the import must reject, row by row
     user = user_pb2.User(
-        external_id=f"member-{i}", email=email, phone=_phone(rnd), first_name=first,
-        last_name=last, language=rnd.choice(("da", "da", "en", "sv", "de")),
-        email_consent=rnd.random() < 0.7, sms_consent=rnd.random() < 0.4,
+        external_id=f"member-{i}",
+        email=email,
+        phone=_phone(rnd),
+        first_name=first,
+        last_name=last,
+        language=rnd.choice(("da", "da", "en", "sv", "de")),
+        email_consent=rnd.random() < 0.7,
+        sms_consent=rnd.random() < 0.4,
     )
-    user.attributes.update({
-        "ticket_type": "vip" if rnd.random() < 0.1 else rnd.choice(("regular", "day", "youth")),
-        "tags": [tag for tag in TAGS if rnd.random() < 0.25],
-        "orders": rnd.randrange(8),
-        "spent": round(rnd.uniform(0, 5000), 2),
-        "profile": {"city": rnd.choice(CITIES), "birth_year": rnd.randrange(1950, 2008)},
-    })
+    user.attributes.update(
+        {
+            "ticket_type": "vip" if rnd.random() < 0.1 else rnd.choice(("regular", "day", "youth")),
+            "tags": [tag for tag in TAGS if rnd.random() < 0.25],
+            "orders": rnd.randrange(8),
+            "spent": round(rnd.uniform(0, 5000), 2),
+            "profile": {"city": rnd.choice(CITIES), "birth_year": rnd.randrange(1950, 2008)},
+        }
+    )
     return user
 
 
-def _requests(org: int, edition_id: int, count: int, batch: int, seed: int
-              ) -> list[apb.ImportUsersRequest]:
+def _requests(
+    org: int, edition_id: int, count: int, batch: int, seed: int
+) -> list[apb.ImportUsersRequest]:
     rnd = random.Random(seed)
     users = [_user(i, rnd) for i in range(count)]
-    requests = [apb.ImportUsersRequest(users=users[i:i + batch]) for i in range(0, count, batch)]
+    requests = [apb.ImportUsersRequest(users=users[i : i + batch]) for i in range(0, count, batch)]
     requests[0].organization_id, requests[0].edition_id = org, edition_id
     return requests
 
@@ -107,14 +115,21 @@ def _database_url(kind: str, directory: Path, admin_url: str) -> Iterator[str]:
         admin.close()
 
 
-def _run(stub: audience_service_pb2_grpc.AudienceServiceStub, label: str,
-         requests: list[apb.ImportUsersRequest], count: int) -> apb.ImportUsersResponse:
+def _run(
+    stub: audience_service_pb2_grpc.AudienceServiceStub,
+    label: str,
+    requests: list[apb.ImportUsersRequest],
+    count: int,
+) -> apb.ImportUsersResponse:
     start = time.perf_counter()
     result = stub.ImportUsers(iter(requests), timeout=3600)
     elapsed = time.perf_counter() - start
-    print(f"  {label}: {count:,} users in {elapsed:.1f}s = {count / elapsed:,.0f} users/s "
-          f"(created {result.created:,}, updated {result.updated:,}, "
-          f"rejected {result.rejected:,})", flush=True)
+    print(
+        f"  {label}: {count:,} users in {elapsed:.1f}s = {count / elapsed:,.0f} users/s "
+        f"(created {result.created:,}, updated {result.updated:,}, "
+        f"rejected {result.rejected:,})",
+        flush=True,
+    )
     return result
 
 
@@ -131,19 +146,36 @@ def main() -> None:
         redis_proc, redis_url = localredis.start(Path(tmp) / "redis")
         try:
             with _database_url(args.database, Path(tmp), args.admin_url) as url:
-                app = build(Settings(database_url=url, redis_url=redis_url, host="127.0.0.1",
-                                     port=0, queue_name=f"bench-{uuid.uuid4().hex[:8]}"))
+                app = build(
+                    Settings(
+                        database_url=url,
+                        redis_url=redis_url,
+                        host="127.0.0.1",
+                        port=0,
+                        queue_name=f"bench-{uuid.uuid4().hex[:8]}",
+                    )
+                )
                 try:
                     with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
                         stub = audience_service_pb2_grpc.AudienceServiceStub(channel)
-                        edition = stub.CreateEdition(apb.CreateEditionRequest(
-                            edition=edition_pb2.Edition(
-                                organization_id=org, name="Bench", timezone="Europe/Copenhagen",
-                                default_country_code="+45"))).edition
-                        requests = _requests(org, edition.id, args.users, args.batch_size,
-                                             args.seed)
-                        print(f"{args.database}: ImportUsers, {args.users:,} users in "
-                              f"{len(requests):,} messages of {args.batch_size:,}", flush=True)
+                        edition = stub.CreateEdition(
+                            apb.CreateEditionRequest(
+                                edition=edition_pb2.Edition(
+                                    organization_id=org,
+                                    name="Bench",
+                                    timezone="Europe/Copenhagen",
+                                    default_country_code="+45",
+                                )
+                            )
+                        ).edition
+                        requests = _requests(
+                            org, edition.id, args.users, args.batch_size, args.seed
+                        )
+                        print(
+                            f"{args.database}: ImportUsers, {args.users:,} users in "
+                            f"{len(requests):,} messages of {args.batch_size:,}",
+                            flush=True,
+                        )
                         first = _run(stub, "first import (creates)", requests, args.users)
                         again = _run(stub, "re-import (updates)", requests, args.users)
                         assert first.created + first.rejected == args.users, first

@@ -31,9 +31,22 @@ from server.models import User, utcnow
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PUSHED = 'user.attributes.ticket_type == "vip" && "early-bird" in user.attributes.tags'
 NOT_PUSHED = "user.attributes.orders > 2"
-COLUMNS = ("organization_id", "external_id", "email", "phone", "first_name", "last_name",
-           "language", "attributes", "email_consent", "sms_consent", "email_unsubscribed",
-           "sms_unsubscribed", "created", "modified")
+COLUMNS = (
+    "organization_id",
+    "external_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "language",
+    "attributes",
+    "email_consent",
+    "sms_consent",
+    "email_unsubscribed",
+    "sms_unsubscribed",
+    "created",
+    "modified",
+)
 TAGS = ("early-bird", "local", "press", "crew", "family")
 CHUNK = 50_000
 
@@ -41,8 +54,12 @@ CHUNK = 50_000
 def _attributes(rnd: random.Random) -> str:
     ticket = "vip" if rnd.random() < 0.1 else rnd.choice(("regular", "student", "day"))
     tags = [tag for tag in TAGS if rnd.random() < 0.3]
-    doc = {"ticket_type": ticket, "tags": tags, "orders": rnd.randrange(6),
-           "city": rnd.choice(("Roskilde", "Aarhus", "Odense", "Malmö"))}
+    doc = {
+        "ticket_type": ticket,
+        "tags": tags,
+        "orders": rnd.randrange(6),
+        "city": rnd.choice(("Roskilde", "Aarhus", "Odense", "Malmö")),
+    }
     return json.dumps(doc, separators=(",", ":"))
 
 
@@ -52,9 +69,24 @@ def _rows(org: int, count: int, seed: int = 7) -> Iterator[list[tuple[object, ..
     now = utcnow()
     chunk: list[tuple[object, ...]] = []
     for i in range(count):
-        chunk.append((org, f"ext-{i}", f"user{i}@example.com", f"+45{20000000 + i}", "Ana",
-                      "Jensen", rnd.choice(("da", "en")), _attributes(rnd), rnd.random() < 0.7,
-                      rnd.random() < 0.4, False, False, now, now))
+        chunk.append(
+            (
+                org,
+                f"ext-{i}",
+                f"user{i}@example.com",
+                f"+45{20000000 + i}",
+                "Ana",
+                "Jensen",
+                rnd.choice(("da", "en")),
+                _attributes(rnd),
+                rnd.random() < 0.7,
+                rnd.random() < 0.4,
+                False,
+                False,
+                now,
+                now,
+            )
+        )
         if len(chunk) == CHUNK:
             yield chunk
             chunk = []
@@ -112,8 +144,10 @@ def _time_count(expression: str, org: int, users: int, batch_size: int) -> None:
     count, evaluated = segment_engine.count_matches(compiled, org, batch_size=batch_size)
     elapsed = time.perf_counter() - start
     print(f"\n{expression}\n  pushed down: {compiled.pushed_down or 'nothing'}")
-    print(f"  matched {count:,}, evaluated in CEL {evaluated:,} in {elapsed:.2f}s: "
-          f"{users / elapsed:,.0f} users/s, {evaluated / elapsed:,.0f} evaluations/s")
+    print(
+        f"  matched {count:,}, evaluated in CEL {evaluated:,} in {elapsed:.2f}s: "
+        f"{users / elapsed:,.0f} users/s, {evaluated / elapsed:,.0f} evaluations/s"
+    )
 
 
 def main() -> None:
@@ -128,8 +162,10 @@ def main() -> None:
         start = time.perf_counter()
         (_load_postgres if args.database == "postgres" else _load_sqlite)(org, args.users)
         elapsed = time.perf_counter() - start
-        print(f"{args.database}: loaded {args.users:,} users in {elapsed:.1f}s: "
-              f"{args.users / elapsed:,.0f} users/s")
+        print(
+            f"{args.database}: loaded {args.users:,} users in {elapsed:.1f}s: "
+            f"{args.users / elapsed:,.0f} users/s"
+        )
         database.execute_sql("ANALYZE")  # as autovacuum would; SQLite's plan does not depend on it
         for expression in (PUSHED, NOT_PUSHED):
             _time_count(expression, org, args.users, args.batch_size)

@@ -38,8 +38,11 @@ def start_smtp_sink() -> tuple[subprocess.Popen[bytes], int]:
     if not shutil.which(binary):
         sys.exit("smtp-sink not found: install Postfix (apt-get install postfix), which ships it")
     port = free_port()
-    proc = subprocess.Popen([binary, "-c", f"127.0.0.1:{port}", "1000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "-c", f"127.0.0.1:{port}", "1000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.3)
     return proc, port
 

@@ -61,13 +61,17 @@ class Sender:
         rate = settings.email_rate if campaign.channel == "email" else settings.sms_rate
         self.limiter = RateLimiter(shared_redis(), self.provider.name, rate)
         self.checked = time.monotonic()
+        self.stopped = False
         self.tally = results.Tally()
 
     def cancelled(self, force: bool = False) -> bool:
-        if not force and time.monotonic() - self.checked < CANCEL_CHECK_SECONDS:
-            return False
+        """Is the campaign no longer sending? Asks the database at most every
+        CANCEL_CHECK_SECONDS unless forced; between asks, the last answer holds."""
+        if self.stopped or (not force and time.monotonic() - self.checked < CANCEL_CHECK_SECONDS):
+            return self.stopped
         self.checked = time.monotonic()
-        return _status(self.campaign.id) != Status.SENDING
+        self.stopped = _status(self.campaign.id) != Status.SENDING
+        return self.stopped
 
     def run(self, deadline: float) -> None:
         while time.monotonic() < deadline and not self.cancelled(force=True):
@@ -80,14 +84,16 @@ class Sender:
     def send_claimed(self, claimed: list[ledger.Claimed]) -> None:
         size = self.settings.group_size
         for start in range(0, len(claimed), size):
-            if self.cancelled():
+            group = claimed[start:start + size]
+            # The rate limit may hold a group for seconds: a cancel meanwhile must stop it.
+            waited = self.limiter.acquire(len(group), stop=lambda: self.cancelled(force=True))
+            if self.cancelled(force=waited > 0):
                 ledger.release([c.id for c in claimed[start:]], self.owner)
                 return
-            self.send_group(claimed[start:start + size])
+            self.send_group(group)
             ledger.extend_lease(self.campaign.id, self.owner, self.settings.lease_seconds)
 
     def send_group(self, group: list[ledger.Claimed]) -> None:
-        self.limiter.acquire(len(group))
         mine = ledger.mark_sending([c.id for c in group], self.owner, self.settings.lease_seconds)
         users = {u.id: u for u in User.select().where(User.id.in_([c.user_id for c in group]))}
         outcomes = [(row, self.send_one(row, users.get(row.user_id)))

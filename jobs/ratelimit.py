@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from redis import Redis
 
@@ -20,14 +21,17 @@ class RateLimiter:
         self.window = 1 if per_second >= 1 else math.ceil(1 / per_second) if per_second else 1
         self.capacity = max(1, int(per_second * self.window)) if per_second > 0 else 0
 
-    def acquire(self, permits: int) -> float:
-        """Block until `permits` messages may go; returns the seconds spent waiting."""
+    def acquire(self, permits: int, stop: Callable[[], bool] | None = None) -> float:
+        """Block until `permits` messages may go; returns the seconds spent waiting. `stop` is
+        asked before each wait for the next window: True gives up (permits taken are lost)."""
         if self.capacity == 0 or self.redis is None or permits <= 0:
             return 0.0
         waited, remaining = 0.0, permits
         while remaining:
             remaining -= self._take(remaining)
             if remaining:
+                if stop is not None and stop():
+                    return waited
                 pause = self.window - (time.time() % self.window)
                 time.sleep(pause)
                 waited += pause

@@ -50,9 +50,21 @@ def start(directory: Path, port: int | None = None) -> tuple[subprocess.Popen[by
     port = port or free_port()
     log = open(directory / "redis.log", "ab")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
-        [find_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(directory)],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            find_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10

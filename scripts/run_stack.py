@@ -49,10 +49,12 @@ def main() -> None:
         subprocess.Popen([sys.executable, "-m", "server.tracking"], env=env, cwd=ROOT),
     ]
     port = env.get("GRPC_PORT", "50051")
-    print(f"campaign service on 127.0.0.1:{port}; tracking on "
-          f"{env.get('PUBLIC_BASE_URL', 'http://127.0.0.1:8080')}; database "
-          f"{env['DATABASE_URL']}; outbox {env.get('OUTBOX_DIR', 'var/outbox')}; Ctrl-C to stop",
-          flush=True)
+    print(
+        f"campaign service on 127.0.0.1:{port}; tracking on "
+        f"{env.get('PUBLIC_BASE_URL', 'http://127.0.0.1:8080')}; database "
+        f"{env['DATABASE_URL']}; outbox {env.get('OUTBOX_DIR', 'var/outbox')}; Ctrl-C to stop",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     code = 0
     try:

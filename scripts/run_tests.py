@@ -41,8 +41,11 @@ def main() -> int:
         print(f"error: PostgreSQL at {ADMIN_URL} is unreachable in CI: {problem}", file=sys.stderr)
         failed = True
     else:
-        print(f"\nwarning: skipped the PostgreSQL run: {ADMIN_URL} is unreachable ({problem}).\n"
-              "Start PostgreSQL or set TEST_POSTGRES_URL to run it.", file=sys.stderr)
+        print(
+            f"\nwarning: skipped the PostgreSQL run: {ADMIN_URL} is unreachable ({problem}).\n"
+            "Start PostgreSQL or set TEST_POSTGRES_URL to run it.",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

@@ -10,10 +10,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from campaigns.v1 import audience_service_pb2, audience_service_pb2_grpc
-from campaigns.v1 import campaign_service_pb2, campaign_service_pb2_grpc
-from campaigns.v1 import delivery_service_pb2, delivery_service_pb2_grpc
-from campaigns.v1 import email_message_service_pb2, email_message_service_pb2_grpc
+from campaigns.v1 import (
+    audience_service_pb2,
+    audience_service_pb2_grpc,
+    campaign_service_pb2,
+    campaign_service_pb2_grpc,
+    delivery_service_pb2,
+    delivery_service_pb2_grpc,
+    email_message_service_pb2,
+    email_message_service_pb2_grpc,
+)
 from jobs.context import queue, redis_connection
 from jobs.dispatch import RQDispatcher
 from server.config import Settings
@@ -84,10 +90,16 @@ def build(settings: Settings) -> App:
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME], server,
+        [
+            *SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
     )
-    reporter = HealthReporter(health_servicer, SERVICES, {"database": ping, "redis": redis.ping})
+    reporter = HealthReporter(
+        health_servicer, SERVICES, {"database": ping, "redis": lambda: redis.ping()}
+    )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     server.start()
     hub.start()

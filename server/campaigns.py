@@ -110,20 +110,33 @@ def _check_references(v: Violations, data: CampaignInput, changed: Collection[st
     """The segment and email message named must exist in the campaign's organization, and an
     SMS body must be a template that compiles. Only `changed` fields are looked up."""
     org = data.organization_id
-    if "segment_id" in changed and data.segment_id > 0 and not _shared(Segment.select().where(
-        (Segment.id == data.segment_id) & (Segment.organization_id == org)
-    )).exists():
+    if (
+        "segment_id" in changed
+        and data.segment_id > 0
+        and not _shared(
+            Segment.select().where(
+                (Segment.id == data.segment_id) & (Segment.organization_id == org)
+            )
+        ).exists()
+    ):
         v.add("segment_id", f"segment {data.segment_id} does not exist in organization {org}")
     if "email_message_id" in changed and data.email_message_id > 0:
-        message = _shared(EmailMessage.select().where(
-            (EmailMessage.id == data.email_message_id) & (EmailMessage.organization_id == org)
-        )).get_or_none()
+        message = _shared(
+            EmailMessage.select().where(
+                (EmailMessage.id == data.email_message_id) & (EmailMessage.organization_id == org)
+            )
+        ).get_or_none()
         if message is None:
-            v.add("email_message_id",
-                  f"email message {data.email_message_id} does not exist in organization {org}")
+            v.add(
+                "email_message_id",
+                f"email message {data.email_message_id} does not exist in organization {org}",
+            )
         elif message.type != "campaign":
-            v.add("email_message_id", f"email message {message.id} is {message.type}: "
-                  "only campaign messages can be sent by campaigns")
+            v.add(
+                "email_message_id",
+                f"email message {message.id} is {message.type}: "
+                "only campaign messages can be sent by campaigns",
+            )
     if "sms_body" in changed and data.sms_body:
         try:
             compile_template(data.sms_body, "sms_body")
@@ -148,10 +161,15 @@ def create_campaign(data: CampaignInput, request_id: str = "", fingerprint: str 
         _check_references(v, data, REFERENCES)
         v.raise_if_any()
         return Campaign.create(
-            organization_id=data.organization_id, edition=edition, segment_id=data.segment_id,
-            name=data.name.strip(), channel=data.channel,
-            email_message_id=data.email_message_id or None, sms_body=data.sms_body,
-            scheduled_at=data.scheduled_at, status=Status.DRAFT,
+            organization_id=data.organization_id,
+            edition=edition,
+            segment_id=data.segment_id,
+            name=data.name.strip(),
+            channel=data.channel,
+            email_message_id=data.email_message_id or None,
+            sms_body=data.sms_body,
+            scheduled_at=data.scheduled_at,
+            status=Status.DRAFT,
         )
 
     campaign, _ = run_once("CreateCampaign", request_id, fingerprint, create)
@@ -161,7 +179,9 @@ def create_campaign(data: CampaignInput, request_id: str = "", fingerprint: str 
 def list_campaigns(flt: CampaignFilter, ordering: str, page: PageRequest) -> Page[Campaign]:
     v = Violations()
     key = (ordering or DEFAULT_ORDERING).removeprefix("-")
-    v.check(key in ORDERINGS, "ordering", f"must be one of {', '.join(ORDERINGS)}, optionally with '-'")
+    v.check(
+        key in ORDERINGS, "ordering", f"must be one of {', '.join(ORDERINGS)}, optionally with '-'"
+    )
     v.text(flt.search, "search", max_length=MAX_SEARCH_LENGTH)
     number, size = page.resolved(v)
     v.raise_if_any()
@@ -194,21 +214,29 @@ def _filters(flt: CampaignFilter) -> list[pw.Expression]:
 
 
 def update_campaign(
-    campaign_id: int, data: CampaignInput, mask: Collection[str], etag: str,
+    campaign_id: int,
+    data: CampaignInput,
+    mask: Collection[str],
+    etag: str,
     dispatcher: Dispatcher,
 ) -> Campaign:
     v = Violations()
     if not mask:
         v.add("update_mask", "is required: name the fields to change")
     for path in mask:
-        v.check(path in EDITABLE_FIELDS, "update_mask", f"cannot update {path!r}; editable: "
-                + ", ".join(EDITABLE_FIELDS))
+        v.check(
+            path in EDITABLE_FIELDS,
+            "update_mask",
+            f"cannot update {path!r}; editable: " + ", ".join(EDITABLE_FIELDS),
+        )
     v.raise_if_any()
     with write_transaction():
         current = transitions.load(campaign_id)
         if etag and etag != etag_of(current):
-            raise Aborted(f"campaign {campaign_id} has changed (etag {etag_of(current)})",
-                          reason="ETAG_MISMATCH")
+            raise Aborted(
+                f"campaign {campaign_id} has changed (etag {etag_of(current)})",
+                reason="ETAG_MISMATCH",
+            )
         transitions.require(current, Action.EDIT)
         merged = _merge(current, data, mask)
         fields = Violations()
@@ -226,8 +254,9 @@ def update_campaign(
         if "email_message_id" in changes:
             changes["email_message_id"] = changes["email_message_id"] or None
         if not transitions.compare_and_set_version(current, **changes):
-            raise Aborted(f"campaign {campaign_id} changed meanwhile; try again",
-                          reason="CONCURRENT_CHANGE")
+            raise Aborted(
+                f"campaign {campaign_id} changed meanwhile; try again", reason="CONCURRENT_CHANGE"
+            )
         updated = transitions.load(campaign_id)
     if "scheduled_at" in mask and updated.status == Status.SCHEDULED and updated.scheduled_at:
         _dispatch(dispatcher.kickoff_at, updated.id, updated.scheduled_at)
@@ -236,9 +265,13 @@ def update_campaign(
 
 def _merge(current: Campaign, data: CampaignInput, mask: Collection[str]) -> CampaignInput:
     base = CampaignInput(
-        organization_id=current.organization_id, edition_id=current.edition_id,
-        segment_id=current.segment_id, name=current.name, channel=current.channel,
-        email_message_id=current.email_message_id or 0, sms_body=current.sms_body,
+        organization_id=current.organization_id,
+        edition_id=current.edition_id,
+        segment_id=current.segment_id,
+        name=current.name,
+        channel=current.channel,
+        email_message_id=current.email_message_id or 0,
+        sms_body=current.sms_body,
         scheduled_at=current.scheduled_at,
     )
     return replace(base, **{name: getattr(data, name) for name in mask})
@@ -259,8 +292,9 @@ def delete_campaign(campaign_id: int) -> None:
             .execute()
         )
         if deleted != 1:
-            raise Aborted(f"campaign {campaign_id} changed meanwhile; try again",
-                          reason="CONCURRENT_CHANGE")
+            raise Aborted(
+                f"campaign {campaign_id} changed meanwhile; try again", reason="CONCURRENT_CHANGE"
+            )
 
 
 def _require_content(campaign: Campaign) -> None:
@@ -272,12 +306,17 @@ def _require_content(campaign: Campaign) -> None:
         return
     raise FailedPrecondition(
         f"campaign {campaign.id} has no {missing}: set it with UpdateCampaign first",
-        subject=f"campaigns/{campaign.id}", type_="CONTENT", reason="CONTENT_MISSING",
+        subject=f"campaigns/{campaign.id}",
+        type_="CONTENT",
+        reason="CONTENT_MISSING",
     )
 
 
 def schedule_campaign(
-    campaign_id: int, when: dt.datetime | None, request_id: str, fingerprint: str,
+    campaign_id: int,
+    when: dt.datetime | None,
+    request_id: str,
+    fingerprint: str,
     dispatcher: Dispatcher,
 ) -> Campaign:
     def schedule() -> Campaign:
@@ -329,5 +368,8 @@ def _dispatch(handoff: Callable[..., None], *args: object) -> None:
     try:
         handoff(*args)
     except Exception:
-        log.warning("hand-off to the job queue failed; the sweep will pick it up",
-                    exc_info=True, extra={"campaign_id": args[0]})
+        log.warning(
+            "hand-off to the job queue failed; the sweep will pick it up",
+            exc_info=True,
+            extra={"campaign_id": args[0]},
+        )

@@ -36,7 +36,11 @@ def _sqlite(url: str, pool_size: int) -> peewee.Database:
     if directory:
         os.makedirs(directory, exist_ok=True)
     db = PooledSqliteDatabase(
-        path, max_connections=pool_size, stale_timeout=300, timeout=30, pragmas=SQLITE_PRAGMAS,
+        path,
+        max_connections=pool_size,
+        stale_timeout=300,
+        timeout=30,
+        pragmas=SQLITE_PRAGMAS,
         check_same_thread=False,  # pooled: a connection moves between server threads
         field_types={"JSONDOC": "TEXT"},
     )
@@ -57,11 +61,16 @@ def open_database(url: str, pool_size: int = 20) -> peewee.Database:
     elif scheme in _POSTGRES_SCHEMES:
         pooled = url.replace(f"{scheme}://", "postgresql+pool://", 1)
         db = db_url.connect(
-            pooled, max_connections=pool_size, stale_timeout=300, timeout=30,
+            pooled,
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=30,
             field_types={"JSONDOC": "JSONB"},
         )
     else:
-        raise DatabaseURLError(f"unsupported DATABASE_URL scheme {scheme!r}: use sqlite or postgresql")
+        raise DatabaseURLError(
+            f"unsupported DATABASE_URL scheme {scheme!r}: use sqlite or postgresql"
+        )
     database.initialize(db)
     return db
 
@@ -90,3 +99,13 @@ def write_transaction() -> AbstractContextManager[Any]:
     if isinstance(database.obj, peewee.SqliteDatabase):
         return database.atomic(lock_type="IMMEDIATE")
     return database.atomic()
+
+
+def tuples(query: Any) -> list[tuple[Any, ...]]:
+    """A query's rows as plain tuples (peewee's stubs type `.tuples()` as model rows)."""
+    return list(query.tuples())
+
+
+def first_dict(query: Any) -> dict[str, Any]:
+    """A query's first row as a dict."""
+    return dict(query.dicts().get())

@@ -15,7 +15,12 @@ from server.models import Edition, utcnow
 from server.validation import Violations
 
 EDITABLE_FIELDS = (
-    "name", "timezone", "default_country_code", "default_language", "start_date", "end_date",
+    "name",
+    "timezone",
+    "default_country_code",
+    "default_language",
+    "start_date",
+    "end_date",
 )
 
 
@@ -51,13 +56,19 @@ def _date(v: Violations, value: str, field: str) -> dt.date | None:
 def _check(v: Violations, data: EditionInput) -> dict[str, object]:
     # Field paths are relative to the request: both Create and Update nest the edition.
     v.text(data.name, "edition.name", max_length=MAX_NAME_LENGTH, required=True)
-    v.check(valid_timezone(data.timezone), "edition.timezone",
-            "must be an IANA timezone name such as Europe/Copenhagen")
+    v.check(
+        valid_timezone(data.timezone),
+        "edition.timezone",
+        "must be an IANA timezone name such as Europe/Copenhagen",
+    )
     code = data.default_country_code
     digits = code[1:]
-    v.check(not code or (code.startswith("+") and digits.isascii() and digits.isdigit()
-                         and len(code) <= 5),
-            "edition.default_country_code", "must be a calling code such as +45, or empty")
+    v.check(
+        not code
+        or (code.startswith("+") and digits.isascii() and digits.isdigit() and len(code) <= 5),
+        "edition.default_country_code",
+        "must be a calling code such as +45, or empty",
+    )
     v.text(data.default_language, "edition.default_language", max_length=35)
     start = _date(v, data.start_date, "edition.start_date")
     end = _date(v, data.end_date, "edition.end_date")
@@ -97,14 +108,19 @@ def update_edition(edition_id: int, data: EditionInput, mask: Collection[str]) -
     v = Violations()
     v.check(bool(mask), "update_mask", "is required: name the fields to change")
     for path in mask:
-        v.check(path in EDITABLE_FIELDS, "update_mask",
-                f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}")
+        v.check(
+            path in EDITABLE_FIELDS,
+            "update_mask",
+            f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}",
+        )
     v.raise_if_any()
     with write_transaction():
         edition = get_edition(edition_id)
         current = EditionInput(
-            organization_id=edition.organization_id, name=edition.name,
-            timezone=edition.timezone, default_country_code=edition.default_country_code,
+            organization_id=edition.organization_id,
+            name=edition.name,
+            timezone=edition.timezone,
+            default_country_code=edition.default_country_code,
             default_language=edition.default_language,
             start_date=edition.start_date.isoformat() if edition.start_date else "",
             end_date=edition.end_date.isoformat() if edition.end_date else "",

@@ -17,8 +17,15 @@ from server.users import get_user, normalise_email
 from server.validation import Violations, invalid
 
 TYPES = ("campaign", "transactional")
-EDITABLE_FIELDS = ("type", "subject", "from_name", "from_email", "reply_to", "html_body",
-                   "text_body")
+EDITABLE_FIELDS = (
+    "type",
+    "subject",
+    "from_name",
+    "from_email",
+    "reply_to",
+    "html_body",
+    "text_body",
+)
 PREVIEW_UNSUBSCRIBE_URL = "https://example.invalid/unsubscribe/preview"
 
 
@@ -58,17 +65,24 @@ def _address(v: Violations, value: str, field: str, *, required: bool) -> str:
 
 
 def _check(v: Violations, data: EmailMessageInput) -> dict[str, object]:
-    v.check(data.type in TYPES, "type", "is required: EMAIL_MESSAGE_TYPE_CAMPAIGN or _TRANSACTIONAL")
+    v.check(
+        data.type in TYPES, "type", "is required: EMAIL_MESSAGE_TYPE_CAMPAIGN or _TRANSACTIONAL"
+    )
     v.text(data.subject, "subject", max_length=998, required=True)
     v.text(data.from_name, "from_name", max_length=255)
     if any(ch in data.subject + data.from_name for ch in "\r\n"):
-        v.add("subject" if "\n" in data.subject or "\r" in data.subject else "from_name",
-              "must be one line (no CR or LF)")
+        v.add(
+            "subject" if "\n" in data.subject or "\r" in data.subject else "from_name",
+            "must be one line (no CR or LF)",
+        )
     values = {f.name: getattr(data, f.name) for f in fields(data)}
     values["from_email"] = _address(v, data.from_email, "from_email", required=True)
     values["reply_to"] = _address(v, data.reply_to, "reply_to", required=False)
-    v.check(bool(data.html_body.strip() or data.text_body.strip()), "html_body",
-            "a message needs an html_body or a text_body")
+    v.check(
+        bool(data.html_body.strip() or data.text_body.strip()),
+        "html_body",
+        "a message needs an html_body or a text_body",
+    )
     for name, html in (("subject", False), ("html_body", True), ("text_body", False)):
         try:
             templating.compile_template(getattr(data, name), name, html=html)
@@ -78,11 +92,14 @@ def _check(v: Violations, data: EmailMessageInput) -> dict[str, object]:
 
 
 def _check_edition(edition_id: int, organization_id: int) -> None:
-    if not Edition.select().where(
-        (Edition.id == edition_id) & (Edition.organization_id == organization_id)
-    ).exists():
-        raise invalid("edition_id", f"edition {edition_id} does not exist in organization "
-                      f"{organization_id}")
+    if (
+        not Edition.select()
+        .where((Edition.id == edition_id) & (Edition.organization_id == organization_id))
+        .exists()
+    ):
+        raise invalid(
+            "edition_id", f"edition {edition_id} does not exist in organization {organization_id}"
+        )
 
 
 def get_email_message(message_id: int, *, lock: bool = False) -> EmailMessage:
@@ -106,8 +123,9 @@ def create_email_message(data: EmailMessageInput) -> EmailMessage:
         return EmailMessage.create(**values)
 
 
-def list_email_messages(organization_id: int, edition_id: int, type_: str | None,
-                        page: PageRequest) -> Page[EmailMessage]:
+def list_email_messages(
+    organization_id: int, edition_id: int, type_: str | None, page: PageRequest
+) -> Page[EmailMessage]:
     v = Violations()
     number, size = page.resolved(v)
     v.raise_if_any()
@@ -121,13 +139,17 @@ def list_email_messages(organization_id: int, edition_id: int, type_: str | None
     return paginate(query, number, size)
 
 
-def update_email_message(message_id: int, data: EmailMessageInput,
-                         mask: Collection[str]) -> EmailMessage:
+def update_email_message(
+    message_id: int, data: EmailMessageInput, mask: Collection[str]
+) -> EmailMessage:
     v = Violations()
     v.check(bool(mask), "update_mask", "is required: name the fields to change")
     for path in mask:
-        v.check(path in EDITABLE_FIELDS, "update_mask",
-                f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}")
+        v.check(
+            path in EDITABLE_FIELDS,
+            "update_mask",
+            f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}",
+        )
     v.raise_if_any()
     with write_transaction():
         message = get_email_message(message_id, lock=True)
@@ -138,21 +160,27 @@ def update_email_message(message_id: int, data: EmailMessageInput,
             raise FailedPrecondition(
                 f"email message {message_id} is used by a campaign that has not finished, "
                 "which can only send a campaign message",
-                subject=f"email_messages/{message_id}", type_="IN_USE",
+                subject=f"email_messages/{message_id}",
+                type_="IN_USE",
                 reason="EMAIL_MESSAGE_IN_USE",
             )
         changes = {p: values[p] for p in mask}
         EmailMessage.update(modified=utcnow(), **changes).where(
-            EmailMessage.id == message_id).execute()
+            EmailMessage.id == message_id
+        ).execute()
         return get_email_message(message_id)
 
 
 def _in_use(message_id: int) -> bool:
     """Whether a campaign that has not finished sends this message."""
-    return Campaign.select().where(
-        (Campaign.email_message_id == message_id)
-        & Campaign.status.in_([Status.DRAFT, Status.SCHEDULED, *ACTIVE])
-    ).exists()
+    return (
+        Campaign.select()
+        .where(
+            (Campaign.email_message_id == message_id)
+            & Campaign.status.in_([Status.DRAFT, Status.SCHEDULED, *ACTIVE])
+        )
+        .exists()
+    )
 
 
 def delete_email_message(message_id: int) -> None:
@@ -163,30 +191,41 @@ def delete_email_message(message_id: int) -> None:
         if _in_use(message.id):
             raise FailedPrecondition(
                 f"email message {message_id} is used by a campaign that has not finished",
-                subject=f"email_messages/{message_id}", type_="IN_USE",
+                subject=f"email_messages/{message_id}",
+                type_="IN_USE",
                 reason="EMAIL_MESSAGE_IN_USE",
             )
         message.delete_instance()
 
 
-def render_email(message: EmailMessage, user: User | None, edition: Edition | None,
-                 unsubscribe_url: str) -> RenderedEmail:
+def render_email(
+    message: EmailMessage, user: User | None, edition: Edition | None, unsubscribe_url: str
+) -> RenderedEmail:
     """The message as `user` gets it. RenderError for a template that fails at run time."""
-    context = {"user": templating.user_context(user),
-               "edition": templating.edition_context(edition),
-               "unsubscribe_url": unsubscribe_url}
-    html = templating.render(templating.compile_template(message.html_body, "html_body",
-                                                         html=True), context)
+    context = {
+        "user": templating.user_context(user),
+        "edition": templating.edition_context(edition),
+        "unsubscribe_url": unsubscribe_url,
+    }
+    html = templating.render(
+        templating.compile_template(message.html_body, "html_body", html=True), context
+    )
     text_source = message.text_body
-    text = (templating.render(templating.compile_template(text_source, "text_body"), context)
-            if text_source.strip() else templating.html_to_text(html))
+    text = (
+        templating.render(templating.compile_template(text_source, "text_body"), context)
+        if text_source.strip()
+        else templating.html_to_text(html)
+    )
     subject = templating.render(templating.compile_template(message.subject, "subject"), context)
     # Readable, like the subject: formataddr would RFC 2047-encode a non-ASCII name.
     sender = str(Address(display_name=message.from_name, addr_spec=message.from_email))
     return RenderedEmail(
-        subject=" ".join(subject.split()), html_body=html, text_body=text, sender=sender,
-        reply_to=message.reply_to, to=str(Address(addr_spec=user.email)) if user and user.email
-        else "",
+        subject=" ".join(subject.split()),
+        html_body=html,
+        text_body=text,
+        sender=sender,
+        reply_to=message.reply_to,
+        to=str(Address(addr_spec=user.email)) if user and user.email else "",
     )
 
 
@@ -207,9 +246,11 @@ def preview_sms(body: str, user_id: int, edition_id: int) -> tuple[str, SmsCost]
     edition = Edition.get_or_none(Edition.id == edition_id) if edition_id else None
     if edition_id and edition is None:
         raise invalid("edition_id", f"edition {edition_id} does not exist")
-    context = {"user": templating.user_context(user),
-               "edition": templating.edition_context(edition),
-               "unsubscribe_url": PREVIEW_UNSUBSCRIBE_URL}
+    context = {
+        "user": templating.user_context(user),
+        "edition": templating.edition_context(edition),
+        "unsubscribe_url": PREVIEW_UNSUBSCRIBE_URL,
+    }
     try:
         text = templating.render(template, context)
     except templating.RenderError as exc:

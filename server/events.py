@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import peewee as pw
 
 from server.db import write_transaction
-from server.validation import invalid
 from server.models import (
     Campaign,
     Delivery,
@@ -27,6 +26,7 @@ from server.models import (
     User,
     utcnow,
 )
+from server.validation import invalid
 
 MAX_EVENTS = 1000
 # event type -> ledger columns set the first time it happens
@@ -37,7 +37,10 @@ _FIRST_TIMES: dict[str, tuple[str, ...]] = {
     EventType.CLICKED: ("clicked_at", "opened_at"),  # a click proves an open
     EventType.UNSUBSCRIBED: ("unsubscribed_at",),
 }
-_SUPPRESSING = {EventType.BOUNCED_HARD: "hard_bounce", EventType.COMPLAINED: "complaint"}
+_SUPPRESSING: dict[str, str] = {
+    EventType.BOUNCED_HARD: "hard_bounce",
+    EventType.COMPLAINED: "complaint",
+}
 
 
 @dataclass(frozen=True)
@@ -80,17 +83,21 @@ def _effects(event: EventInput, delivery: Delivery, when: dt.datetime) -> None:
     for column in _FIRST_TIMES.get(event.type, ()):
         ledger_field = getattr(Delivery, column)
         Delivery.update({ledger_field: when}).where(
-            (Delivery.id == delivery.id) & ledger_field.is_null()).execute()
+            (Delivery.id == delivery.id) & ledger_field.is_null()
+        ).execute()
     campaign = Campaign.get_by_id(delivery.campaign_id)
     if event.type in _SUPPRESSING and delivery.address:
         Suppression.insert(
-            organization_id=campaign.organization_id, channel=campaign.channel,
-            address=delivery.address, reason=_SUPPRESSING[event.type],
+            organization_id=campaign.organization_id,
+            channel=campaign.channel,
+            address=delivery.address,
+            reason=_SUPPRESSING[event.type],
         ).on_conflict_ignore().execute()
     if event.type == EventType.UNSUBSCRIBED:
-        column = User.email_unsubscribed if campaign.channel == "email" else User.sms_unsubscribed
-        User.update({column: True, User.modified: utcnow()}).where(
-            User.id == delivery.user_id).execute()
+        flag = User.email_unsubscribed if campaign.channel == "email" else User.sms_unsubscribed
+        User.update({flag: True, User.modified: utcnow()}).where(
+            User.id == delivery.user_id
+        ).execute()
 
 
 def _problem(event: EventInput) -> str:
@@ -115,9 +122,13 @@ def record_one(event: EventInput) -> bool | str:
     try:
         with write_transaction():
             DeliveryEvent.create(
-                campaign_id=delivery.campaign_id, user_id=delivery.user_id, type=event.type,
-                dedupe_key=_dedupe_key(event, delivery), occurred_at=when,
-                url=event.url[:2000], detail=event.detail[:2000],
+                campaign_id=delivery.campaign_id,
+                user_id=delivery.user_id,
+                type=event.type,
+                dedupe_key=_dedupe_key(event, delivery),
+                occurred_at=when,
+                url=event.url[:2000],
+                detail=event.detail[:2000],
             )
             _effects(event, delivery, when)
     except pw.IntegrityError:

@@ -55,7 +55,9 @@ class NotFound(CampaignServiceError):
     def __init__(self, resource: str, resource_id: object) -> None:
         self.resource = resource
         self.resource_id = resource_id
-        super().__init__(f"{resource} {resource_id} not found", reason=f"{resource.upper()}_NOT_FOUND")
+        super().__init__(
+            f"{resource} {resource_id} not found", reason=f"{resource.upper()}_NOT_FOUND"
+        )
 
 
 class OutOfRange(CampaignServiceError):
@@ -69,7 +71,9 @@ class OutOfRange(CampaignServiceError):
 class FailedPrecondition(CampaignServiceError):
     reason = "FAILED_PRECONDITION"
 
-    def __init__(self, message: str, *, subject: str = "", type_: str = "STATUS", **kw: str) -> None:
+    def __init__(
+        self, message: str, *, subject: str = "", type_: str = "STATUS", **kw: str
+    ) -> None:
         self.subject = subject
         self.type = type_
         super().__init__(message, **kw)

@@ -10,14 +10,19 @@ from grpc_health.v1 import health, health_pb2
 
 log = logging.getLogger(__name__)
 
-Probe = Callable[[], None]
+Probe = Callable[[], object]
 
 
 class HealthReporter:
     """Runs the probes every `interval` seconds and sets every service's status from them."""
 
-    def __init__(self, servicer: health.HealthServicer, services: Iterable[str],
-                 probes: dict[str, Probe], interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        servicer: health.HealthServicer,
+        services: Iterable[str],
+        probes: dict[str, Probe],
+        interval: float = 2.0,
+    ) -> None:
         self.servicer = servicer
         self.services = ["", *services]
         self.probes = probes
@@ -35,11 +40,16 @@ class HealthReporter:
                 failing.append(f"{name}: {exc}")
         serving = not failing
         if serving != self._serving:
-            log.log(logging.INFO if serving else logging.WARNING, "health changed",
-                    extra={"serving": serving, "failing": failing})
+            log.log(
+                logging.INFO if serving else logging.WARNING,
+                "health changed",
+                extra={"serving": serving, "failing": failing},
+            )
             self._serving = serving
-        status = health_pb2.HealthCheckResponse.SERVING if serving else (
-            health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
         )
         for service in self.services:
             self.servicer.set(service, status)

@@ -67,8 +67,11 @@ def run_once(
                 return earlier, False
             result = call()
             IdempotencyKey.create(
-                method=method, key=key, fingerprint=fingerprint,
-                campaign_id=result.id, result=_snapshot(result),
+                method=method,
+                key=key,
+                fingerprint=fingerprint,
+                campaign_id=result.id,
+                result=_snapshot(result),
             )
             return result, True
     except (pw.IntegrityError, CampaignServiceError):

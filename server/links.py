@@ -12,8 +12,7 @@ from server.tokens import LinkMaker
 _HREF = re.compile(r"""(href\s*=\s*)(["'])(https?://[^"']+)\2""", re.IGNORECASE)
 
 
-def track(body_html: str, maker: LinkMaker, campaign_id: int, user_id: int,
-          skip: str = "") -> str:
+def track(body_html: str, maker: LinkMaker, campaign_id: int, user_id: int, skip: str = "") -> str:
     """`body_html` with every http(s) link (but `skip`, the unsubscribe URL) tracked."""
 
     def rewrite(match: re.Match[str]) -> str:
@@ -24,8 +23,10 @@ def track(body_html: str, maker: LinkMaker, campaign_id: int, user_id: int,
         return f"{match.group(1)}{match.group(2)}{tracked}{match.group(2)}"
 
     tracked_html = _HREF.sub(rewrite, body_html)
-    pixel = (f'<img src="{html.escape(maker.pixel(campaign_id, user_id))}" width="1" '
-             'height="1" alt="" style="display:none">')
+    pixel = (
+        f'<img src="{html.escape(maker.pixel(campaign_id, user_id))}" width="1" '
+        'height="1" alt="" style="display:none">'
+    )
     if "</body>" in tracked_html:
         return tracked_html.replace("</body>", pixel + "</body>", 1)
     return tracked_html + pixel

@@ -12,6 +12,7 @@ from server.exceptions import OutOfRange
 from server.validation import Violations
 
 T = TypeVar("T")
+M = TypeVar("M", bound=pw.Model)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Page(Generic[T]):
     results: list[T]
 
 
-def paginate(query: pw.ModelSelect, page: int, page_size: int) -> Page:
+def paginate(query: pw.ModelSelect[M], page: int, page_size: int) -> Page[M]:
     """One page of an already ordered query; a page past the end is OutOfRange."""
     count = query.count(clear_limit=True)
     last_page = max(1, -(-count // page_size))

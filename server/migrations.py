@@ -38,8 +38,11 @@ def _add_columns(db: pw.Database, table: str, columns: dict[str, pw.Field]) -> N
     (A database created fresh at v1 already has them: v1 creates tables from today's models.)"""
     present = {column.name for column in db.get_columns(table)}
     migrator = SchemaMigrator.from_database(db)
-    operations = [migrator.add_column(table, name, field)
-                  for name, field in columns.items() if name not in present]
+    operations = [
+        migrator.add_column(table, name, field)
+        for name, field in columns.items()
+        if name not in present
+    ]
     if operations:
         migrate_schema(*operations)
 
@@ -52,12 +55,16 @@ def _v3_delivery_engine(db: pw.Database) -> None:
 
 def _v4_delivery_events(db: pw.Database) -> None:
     db.create_tables([models.DeliveryEvent], safe=True)
-    db.execute_sql("CREATE INDEX IF NOT EXISTS delivery_provider_message_id"
-                   " ON delivery (provider_message_id)")
+    db.execute_sql(
+        "CREATE INDEX IF NOT EXISTS delivery_provider_message_id ON delivery (provider_message_id)"
+    )
 
 
 STEPS: list[Callable[[pw.Database], None]] = [
-    _v1_initial, _v2_audience_and_content, _v3_delivery_engine, _v4_delivery_events,
+    _v1_initial,
+    _v2_audience_and_content,
+    _v3_delivery_engine,
+    _v4_delivery_events,
 ]
 
 

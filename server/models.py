@@ -63,7 +63,10 @@ class Campaign(BaseModel):
 
     id = pw.BigAutoField()
     organization_id = pw.BigIntegerField(index=True)
-    edition = pw.ForeignKeyField(Edition, column_name="edition_id", on_delete="RESTRICT", index=True)
+    edition = pw.ForeignKeyField(
+        Edition, column_name="edition_id", on_delete="RESTRICT", index=True
+    )
+    edition_id: int  # the foreign key's raw value, which peewee provides
     segment_id = pw.BigIntegerField(index=True)
     name = pw.CharField(max_length=255)
     channel = pw.CharField(max_length=8, index=True)
@@ -113,6 +116,7 @@ class Delivery(BaseModel):
 
     id = pw.BigAutoField()
     campaign = pw.ForeignKeyField(Campaign, column_name="campaign_id", on_delete="CASCADE")
+    campaign_id: int
     user_id = pw.BigIntegerField()
     address = pw.CharField(max_length=320, default="")  # frozen at calculation
     status = pw.CharField(max_length=16, default=DeliveryStatus.PENDING)
@@ -258,6 +262,7 @@ class Segment(BaseModel):
     edition = pw.ForeignKeyField(
         Edition, column_name="edition_id", null=True, on_delete="RESTRICT", index=True
     )
+    edition_id: int | None
     name = pw.CharField(max_length=255)
     expression = pw.TextField()
     created = pw.DateTimeField(default=utcnow)
@@ -269,7 +274,10 @@ class EmailMessage(BaseModel):
 
     id = pw.BigAutoField()
     organization_id = pw.BigIntegerField(index=True)
-    edition = pw.ForeignKeyField(Edition, column_name="edition_id", on_delete="RESTRICT", index=True)
+    edition = pw.ForeignKeyField(
+        Edition, column_name="edition_id", on_delete="RESTRICT", index=True
+    )
+    edition_id: int
     type = pw.CharField(max_length=16)
     subject = pw.CharField(max_length=998)
     from_name = pw.CharField(max_length=255, default="")
@@ -282,6 +290,15 @@ class EmailMessage(BaseModel):
 
 
 ALL_MODELS: list[type[BaseModel]] = [
-    SchemaVersion, Edition, Campaign, Delivery, IdempotencyKey, User, UserEdition, Segment,
-    EmailMessage, Suppression, DeliveryEvent,
+    SchemaVersion,
+    Edition,
+    Campaign,
+    Delivery,
+    IdempotencyKey,
+    User,
+    UserEdition,
+    Segment,
+    EmailMessage,
+    Suppression,
+    DeliveryEvent,
 ]

@@ -27,20 +27,53 @@ import peewee as pw
 from server.db import is_postgres
 from server.models import User
 
-USER_FIELDS = ("id", "external_id", "email", "phone", "first_name", "last_name", "language",
-               "attributes", "email_consent", "sms_consent", "email_unsubscribed",
-               "sms_unsubscribed")
+USER_FIELDS = (
+    "id",
+    "external_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "language",
+    "attributes",
+    "email_consent",
+    "sms_consent",
+    "email_unsubscribed",
+    "sms_unsubscribed",
+)
 STRING_COLUMNS = ("external_id", "email", "phone", "first_name", "last_name", "language")
 BOOL_COLUMNS = ("email_consent", "sms_consent", "email_unsubscribed", "sms_unsubscribed")
-_RESERVED = {"true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
-             "function", "if", "import", "let", "loop", "package", "namespace", "return", "var",
-             "void", "while"}
+_RESERVED = {
+    "true",
+    "false",
+    "null",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+}
 
 # As the CEL grammar lexes them: raw strings take no escapes, triple-quoted ones may span lines
 # (and are tried before single-quoted ones).
 _RAW = r"""(?:[rR][bB]?|[bB][rR])(?:'''[\s\S]*?'''|\"\"\"[\s\S]*?\"\"\"|'[^'\n\r]*'|"[^"\n\r]*")"""
-_COOKED = (r"""[bB]?(?:'''(?:\\[\s\S]|[^\\])*?'''|\"\"\"(?:\\[\s\S]|[^\\])*?\"\"\""""
-           r"""|'(?:\\.|[^\\'\n\r])*'|"(?:\\.|[^\\"\n\r])*")""")
+_COOKED = (
+    r"""[bB]?(?:'''(?:\\[\s\S]|[^\\])*?'''|\"\"\"(?:\\[\s\S]|[^\\])*?\"\"\""""
+    r"""|'(?:\\.|[^\\'\n\r])*'|"(?:\\.|[^\\"\n\r])*")"""
+)
 _TOKEN = re.compile(
     rf"(?P<skip>\s+|//[^\n]*)|(?P<str>{_RAW}|{_COOKED})|(?P<ident>[_a-zA-Z][_a-zA-Z0-9]*)"
     r"|(?P<num>[0-9][_a-zA-Z0-9.]*)|(?P<op>&&|\|\||==|!=|<=|>=|[<>!?:+\-*/%.,()\[\]{}])"
@@ -249,11 +282,19 @@ def _postgres(clause: Clause) -> pw.Node:
 def _sqlite(clause: Clause) -> pw.Node:
     path = "$." + ".".join(clause.path)
     if clause.kind == "in":
-        return pw.NodeList((
-            pw.SQL("EXISTS (SELECT 1 FROM json_each("), User.attributes, pw.SQL(","),
-            pw.Value(path), pw.SQL(") AS je WHERE je.value ="), pw.Value(clause.value),
-            pw.SQL("OR je.key ="), pw.Value(clause.value), pw.SQL(")"),
-        ))
+        return pw.NodeList(
+            (
+                pw.SQL("EXISTS (SELECT 1 FROM json_each("),
+                User.attributes,
+                pw.SQL(","),
+                pw.Value(path),
+                pw.SQL(") AS je WHERE je.value ="),
+                pw.Value(clause.value),
+                pw.SQL("OR je.key ="),
+                pw.Value(clause.value),
+                pw.SQL(")"),
+            )
+        )
     if isinstance(clause.value, bool):
         return pw.fn.json_type(User.attributes, path) == ("true" if clause.value else "false")
     return pw.fn.json_extract(User.attributes, path) == clause.value

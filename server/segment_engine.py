@@ -188,8 +188,12 @@ def _context_builder(needs: Reads | None, sqlite: bool) -> Callable[[Row], Conte
     return lambda raw: {"user": {name: get(raw) for name, get in getters}}
 
 
-def _matches(program: Any, rows: list[Row], context: Callable[[Row], Context],
-             make_row: Callable[[Row], UserRow]) -> list[UserRow]:
+def _matches(
+    program: Any,
+    rows: list[Row],
+    context: Callable[[Row], Context],
+    make_row: Callable[[Row], UserRow],
+) -> list[UserRow]:
     """The rows for which the program returns exactly True; errors count as no match."""
     execute = program.execute
     matched = []
@@ -202,8 +206,9 @@ def _matches(program: Any, rows: list[Row], context: Callable[[Row], Context],
     return matched
 
 
-def _scan(compiled: CompiledSegment, organization_id: int, edition_id: int | None,
-          batch_size: int) -> Iterator[tuple[list[UserRow], int]]:
+def _scan(
+    compiled: CompiledSegment, organization_id: int, edition_id: int | None, batch_size: int
+) -> Iterator[tuple[list[UserRow], int]]:
     """(matches, candidates evaluated) per page."""
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
@@ -214,16 +219,24 @@ def _scan(compiled: CompiledSegment, organization_id: int, edition_id: int | Non
         yield _matches(compiled.program, rows, context, make_row), len(rows)
 
 
-def iter_matches(compiled: CompiledSegment, organization_id: int, edition_id: int | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[list[UserRow]]:
+def iter_matches(
+    compiled: CompiledSegment,
+    organization_id: int,
+    edition_id: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Iterator[list[UserRow]]:
     """The matching users in id order, in non-empty batches of at most `batch_size`."""
     for matched, _ in _scan(compiled, organization_id, edition_id, batch_size):
         if matched:
             yield matched
 
 
-def count_matches(compiled: CompiledSegment, organization_id: int, edition_id: int | None = None,
-                  batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[int, int]:
+def count_matches(
+    compiled: CompiledSegment,
+    organization_id: int,
+    edition_id: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> tuple[int, int]:
     """(users matching, candidates evaluated in CEL after the SQL pre-filter)."""
     count = evaluated = 0
     for matched, seen in _scan(compiled, organization_id, edition_id, batch_size):
@@ -232,8 +245,13 @@ def count_matches(compiled: CompiledSegment, organization_id: int, edition_id: i
     return count, evaluated
 
 
-def sample(compiled: CompiledSegment, organization_id: int, edition_id: int | None = None,
-           n: int = 10, batch_size: int = 1000) -> list[UserRow]:
+def sample(
+    compiled: CompiledSegment,
+    organization_id: int,
+    edition_id: int | None = None,
+    n: int = 10,
+    batch_size: int = 1000,
+) -> list[UserRow]:
     """The first `n` matching users by id (smaller pages: it usually stops after the first)."""
     out: list[UserRow] = []
     if n <= 0:

@@ -46,11 +46,15 @@ def _check(v: Violations, data: SegmentInput) -> None:
 
 
 def _check_edition(edition_id: int, organization_id: int) -> None:
-    if edition_id and not Edition.select().where(
-        (Edition.id == edition_id) & (Edition.organization_id == organization_id)
-    ).exists():
-        raise invalid("edition_id", f"edition {edition_id} does not exist in organization "
-                      f"{organization_id}")
+    if (
+        edition_id
+        and not Edition.select()
+        .where((Edition.id == edition_id) & (Edition.organization_id == organization_id))
+        .exists()
+    ):
+        raise invalid(
+            "edition_id", f"edition {edition_id} does not exist in organization {organization_id}"
+        )
 
 
 def get_segment(segment_id: int, *, lock: bool = False) -> Segment:
@@ -70,8 +74,10 @@ def create_segment(data: SegmentInput) -> Segment:
     with write_transaction():
         _check_edition(data.edition_id, data.organization_id)
         return Segment.create(
-            organization_id=data.organization_id, edition=data.edition_id or None,
-            name=data.name.strip(), expression=data.expression,
+            organization_id=data.organization_id,
+            edition=data.edition_id or None,
+            name=data.name.strip(),
+            expression=data.expression,
         )
 
 
@@ -91,20 +97,26 @@ def update_segment(segment_id: int, data: SegmentInput, mask: Collection[str]) -
     v = Violations()
     v.check(bool(mask), "update_mask", "is required: name the fields to change")
     for path in mask:
-        v.check(path in EDITABLE_FIELDS, "update_mask",
-                f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}")
+        v.check(
+            path in EDITABLE_FIELDS,
+            "update_mask",
+            f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}",
+        )
     v.raise_if_any()
     with write_transaction():
         segment = get_segment(segment_id)
-        current = SegmentInput(segment.organization_id, segment.edition_id or 0, segment.name,
-                               segment.expression)
+        current = SegmentInput(
+            segment.organization_id, segment.edition_id or 0, segment.name, segment.expression
+        )
         merged = replace(current, **{p: getattr(data, p) for p in mask})
         _check(v, merged)
         v.raise_if_any()
         _check_edition(merged.edition_id, merged.organization_id)
         Segment.update(
-            name=merged.name.strip(), expression=merged.expression,
-            edition=merged.edition_id or None, modified=utcnow(),
+            name=merged.name.strip(),
+            expression=merged.expression,
+            edition=merged.edition_id or None,
+            modified=utcnow(),
         ).where(Segment.id == segment_id).execute()
         return get_segment(segment_id)
 
@@ -121,7 +133,9 @@ def delete_segment(segment_id: int) -> None:
         if users.exists():
             raise FailedPrecondition(
                 f"segment {segment_id} is used by a campaign that has not finished",
-                subject=f"segments/{segment_id}", type_="IN_USE", reason="SEGMENT_IN_USE",
+                subject=f"segments/{segment_id}",
+                type_="IN_USE",
+                reason="SEGMENT_IN_USE",
             )
         segment.delete_instance()
 
@@ -132,8 +146,9 @@ def preview(segment_id: int, data: SegmentInput, sample_size: int) -> Preview:
         raise invalid("sample_size", f"must be between 0 and {MAX_SAMPLE}")
     if segment_id:
         segment = get_segment(segment_id)
-        data = SegmentInput(segment.organization_id, segment.edition_id or 0, segment.name,
-                            segment.expression)
+        data = SegmentInput(
+            segment.organization_id, segment.edition_id or 0, segment.name, segment.expression
+        )
     else:
         v = Violations()
         v.positive_id(data.organization_id, "organization_id")

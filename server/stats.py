@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import peewee as pw
 
 from server import transitions
+from server.db import first_dict, tuples
 from server.models import Delivery, DeliveryEvent, DeliveryStatus, EventType, utcnow
 
 _IN_FLIGHT = (DeliveryStatus.PENDING, DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
@@ -63,7 +64,7 @@ def read_stats(campaign_id: int) -> Stats:
     """Figures as the ledger holds them now (one aggregate query over the campaign's rows)."""
     campaign = transitions.load(campaign_id)
     D = Delivery
-    row = (
+    row = first_dict(
         D.select(
             _count_if(D.status == DeliveryStatus.SENT).alias("sent"),
             _count_if(D.status == DeliveryStatus.FAILED).alias("failed"),
@@ -75,21 +76,24 @@ def read_stats(campaign_id: int) -> Stats:
             pw.fn.COUNT(D.clicked_at).alias("clicked"),
             pw.fn.COUNT(D.bounced_at).alias("bounced"),
             pw.fn.COUNT(D.unsubscribed_at).alias("unsubscribed"),
-        )
-        .where(D.campaign == campaign_id)
-        .dicts()
-        .get()
+        ).where(D.campaign == campaign_id)
     )
     E = DeliveryEvent
-    totals = dict(
-        E.select(E.type, pw.fn.COUNT(E.id)).where(
-            (E.campaign_id == campaign_id) & E.type.in_([EventType.OPENED, EventType.CLICKED])
-        ).group_by(E.type).tuples()
+    totals: dict[str, int] = dict(
+        tuples(
+            E.select(E.type, pw.fn.COUNT(E.id))
+            .where(
+                (E.campaign_id == campaign_id) & E.type.in_([EventType.OPENED, EventType.CLICKED])
+            )
+            .group_by(E.type)
+        )
     )
+    counts = {key: int(value or 0) for key, value in row.items()}
     return Stats(
-        campaign_id=campaign_id, status=campaign.status,
+        campaign_id=campaign_id,
+        status=campaign.status,
         total_recipients=campaign.total_recipients,
         opens_total=int(totals.get(EventType.OPENED, 0)),
         clicks_total=int(totals.get(EventType.CLICKED, 0)),
-        **{key: int(value or 0) for key, value in row.items()},
+        **counts,  # type: ignore[arg-type]  # the aggregate's aliases are Stats' field names
     )

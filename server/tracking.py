@@ -27,30 +27,39 @@ from server.tokens import CLICK, OPEN, UNSUBSCRIBE, InvalidToken, TokenSigner
 log = logging.getLogger(__name__)
 
 # The smallest transparent GIF.
-PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c000000000100"
-                      "01000002024401003b")
+PIXEL = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
 NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
-PAGE = ("<!doctype html><html><head><meta charset=utf-8><meta name=viewport "
-        "content='width=device-width'><title>{title}</title></head><body>{body}</body></html>")
+PAGE = (
+    "<!doctype html><html><head><meta charset=utf-8><meta name=viewport "
+    "content='width=device-width'><title>{title}</title></head><body>{body}</body></html>"
+)
 
 
 def _page(title: str, body: str, status: int = 200) -> Response:
-    return Response(PAGE.format(title=html.escape(title), body=body), status=status,
-                    mimetype="text/html", headers=NO_STORE)
+    return Response(
+        PAGE.format(title=html.escape(title), body=body),
+        status=status,
+        mimetype="text/html",
+        headers=NO_STORE,
+    )
 
 
 class TrackingApp:
     def __init__(self, settings: DeliverySettings) -> None:
         self.settings = settings
         self.signer = TokenSigner(settings.tracking_secret)
-        self.urls = Map([
-            Rule("/o/<token>.gif", endpoint="open", methods=["GET"]),
-            Rule("/c/<token>", endpoint="click", methods=["GET"]),
-            Rule("/u/<token>", endpoint="unsubscribe", methods=["GET", "POST"]),
-            Rule("/webhooks/twilio/status", endpoint="twilio_status", methods=["POST"]),
-            Rule("/webhooks/twilio/inbound", endpoint="twilio_inbound", methods=["POST"]),
-            Rule("/healthz", endpoint="health", methods=["GET"]),
-        ])
+        self.urls = Map(
+            [
+                Rule("/o/<token>.gif", endpoint="open", methods=["GET"]),
+                Rule("/c/<token>", endpoint="click", methods=["GET"]),
+                Rule("/u/<token>", endpoint="unsubscribe", methods=["GET", "POST"]),
+                Rule("/webhooks/twilio/status", endpoint="twilio_status", methods=["POST"]),
+                Rule("/webhooks/twilio/inbound", endpoint="twilio_inbound", methods=["POST"]),
+                Rule("/healthz", endpoint="health", methods=["GET"]),
+            ]
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
@@ -77,32 +86,53 @@ class TrackingApp:
 
     def on_open(self, request: Request, token: str) -> Response:
         link = self._token(token, OPEN)
-        events.record_one(EventInput(type=EventType.OPENED, event_id=uuid.uuid4().hex,
-                                     campaign_id=link.campaign_id, user_id=link.user_id))
+        events.record_one(
+            EventInput(
+                type=EventType.OPENED,
+                event_id=uuid.uuid4().hex,
+                campaign_id=link.campaign_id,
+                user_id=link.user_id,
+            )
+        )
         return Response(PIXEL, mimetype="image/gif", headers=NO_STORE)
 
     def on_click(self, request: Request, token: str) -> Response:
         link = self._token(token, CLICK)
-        events.record_one(EventInput(type=EventType.CLICKED, event_id=uuid.uuid4().hex,
-                                     campaign_id=link.campaign_id, user_id=link.user_id,
-                                     url=link.url))
+        events.record_one(
+            EventInput(
+                type=EventType.CLICKED,
+                event_id=uuid.uuid4().hex,
+                campaign_id=link.campaign_id,
+                user_id=link.user_id,
+                url=link.url,
+            )
+        )
         return Response(status=302, headers={"Location": link.url, **NO_STORE})
 
     def on_unsubscribe(self, request: Request, token: str) -> Response:
         link = self._token(token, UNSUBSCRIBE)
         if request.method == "GET":  # a GET never unsubscribes: scanners follow links
-            form = (f"<form method=post action='/u/{html.escape(token)}'><p>Stop receiving "
-                    "these messages?</p><button type=submit name=List-Unsubscribe "
-                    "value=One-Click>Unsubscribe</button></form>")
+            form = (
+                f"<form method=post action='/u/{html.escape(token)}'><p>Stop receiving "
+                "these messages?</p><button type=submit name=List-Unsubscribe "
+                "value=One-Click>Unsubscribe</button></form>"
+            )
             return _page("Unsubscribe", form)
-        events.record_one(EventInput(
-            type=EventType.UNSUBSCRIBED, event_id=f"unsubscribe:{link.campaign_id}:{link.user_id}",
-            campaign_id=link.campaign_id, user_id=link.user_id,
-            detail="one-click" if request.form.get("List-Unsubscribe") == "One-Click" else "page",
-        ))
+        events.record_one(
+            EventInput(
+                type=EventType.UNSUBSCRIBED,
+                event_id=f"unsubscribe:{link.campaign_id}:{link.user_id}",
+                campaign_id=link.campaign_id,
+                user_id=link.user_id,
+                detail="one-click"
+                if request.form.get("List-Unsubscribe") == "One-Click"
+                else "page",
+            )
+        )
         # RFC 8058: answer the POST itself, never with a redirect.
-        return _page("Unsubscribed", "<p>You are unsubscribed. You will not get these "
-                     "messages any more.</p>")
+        return _page(
+            "Unsubscribed", "<p>You are unsubscribed. You will not get these messages any more.</p>"
+        )
 
     def _twilio_params(self, request: Request) -> dict[str, str]:
         params = {key: request.form[key] for key in request.form}

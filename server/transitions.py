@@ -25,9 +25,7 @@ def load(campaign_id: int) -> Campaign:
 def compare_and_set(campaign_id: int, expected: Status, target: Status, **changes: Any) -> bool:
     """Set status `target` (and `changes`) only if the row still has status `expected`."""
     updated = (
-        Campaign.update(
-            status=target, version=Campaign.version + 1, modified=utcnow(), **changes
-        )
+        Campaign.update(status=target, version=Campaign.version + 1, modified=utcnow(), **changes)
         .where((Campaign.id == campaign_id) & (Campaign.status == expected))
         .execute()
     )

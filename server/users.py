@@ -12,7 +12,7 @@ import email_validator
 import peewee as pw
 import phonenumbers
 
-from server.db import write_transaction
+from server.db import tuples, write_transaction
 from server.exceptions import NotFound
 from server.listing import Page, PageRequest, paginate
 from server.models import Delivery, Edition, User, UserEdition, utcnow
@@ -23,8 +23,16 @@ log = logging.getLogger(__name__)
 CHUNK = 1000
 MAX_REJECTIONS = 1000
 _TEXT_LIMITS = {"external_id": 255, "first_name": 255, "last_name": 255, "language": 35}
-IMPORTED = ("email", "phone", "first_name", "last_name", "language", "attributes",
-            "email_consent", "sms_consent")
+IMPORTED = (
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "language",
+    "attributes",
+    "email_consent",
+    "sms_consent",
+)
 
 
 @dataclass(frozen=True)
@@ -161,16 +169,22 @@ class Importer:
 
     def _edition_ok(self, edition_id: int) -> bool:
         if edition_id not in self._known_editions:
-            self._known_editions[edition_id] = Edition.select().where(
-                (Edition.id == edition_id) & (Edition.organization_id == self.organization_id)
-            ).exists()
+            self._known_editions[edition_id] = (
+                Edition.select()
+                .where(
+                    (Edition.id == edition_id) & (Edition.organization_id == self.organization_id)
+                )
+                .exists()
+            )
         return self._known_editions[edition_id]
 
     def _upsert(self, chunk: list[tuple[dict[str, Any], tuple[int, ...]]]) -> None:
         by_key = {values["external_id"]: (values, editions) for values, editions in chunk}
         now = utcnow()
-        rows = [dict(v, organization_id=self.organization_id, created=now, modified=now,
-                     erased_at=None) for v, _ in by_key.values()]
+        rows = [
+            dict(v, organization_id=self.organization_id, created=now, modified=now, erased_at=None)
+            for v, _ in by_key.values()
+        ]
         with write_transaction():
             existing = self._existing(list(by_key))
             User.insert_many(rows).on_conflict(
@@ -178,7 +192,8 @@ class Importer:
                 preserve=[*(getattr(User, n) for n in IMPORTED), User.modified, User.erased_at],
                 # An unsubscribe recorded here is never undone by an import.
                 update={
-                    User.email_unsubscribed: User.email_unsubscribed | pw.EXCLUDED.email_unsubscribed,
+                    User.email_unsubscribed: User.email_unsubscribed
+                    | pw.EXCLUDED.email_unsubscribed,
                     User.sms_unsubscribed: User.sms_unsubscribed | pw.EXCLUDED.sms_unsubscribed,
                 },
             ).execute()
@@ -193,10 +208,13 @@ class Importer:
         return {row.external_id for row in query}
 
     def _join_editions(self, by_key: dict[str, tuple[dict[str, Any], tuple[int, ...]]]) -> None:
-        ids = dict(
-            User.select(User.external_id, User.id).where(
-                (User.organization_id == self.organization_id) & User.external_id.in_(list(by_key))
-            ).tuples()
+        ids: dict[str, int] = dict(
+            tuples(
+                User.select(User.external_id, User.id).where(
+                    (User.organization_id == self.organization_id)
+                    & User.external_id.in_(list(by_key))
+                )
+            )
         )
         base = (self.edition.id,) if self.edition else ()
         pairs = {(ids[key], e) for key, (_, extra) in by_key.items() for e in (*base, *extra)}
@@ -207,10 +225,16 @@ class Importer:
 
     def log_progress(self) -> None:
         rate = self.index / max(time.monotonic() - self.started, 1e-6)
-        log.info("import progress", extra={"rows": self.index, "created": self.result.created,
-                                           "updated": self.result.updated,
-                                           "rejected": self.result.rejected,
-                                           "rows_per_s": round(rate)})
+        log.info(
+            "import progress",
+            extra={
+                "rows": self.index,
+                "created": self.result.created,
+                "updated": self.result.updated,
+                "rejected": self.result.rejected,
+                "rows_per_s": round(rate),
+            },
+        )
 
 
 def _edition(edition_id: int, organization_id: int) -> Edition:
@@ -218,8 +242,9 @@ def _edition(edition_id: int, organization_id: int) -> Edition:
         (Edition.id == edition_id) & (Edition.organization_id == organization_id)
     )
     if edition is None:
-        raise invalid("edition_id", f"edition {edition_id} does not exist in organization "
-                      f"{organization_id}")
+        raise invalid(
+            "edition_id", f"edition {edition_id} does not exist in organization {organization_id}"
+        )
     return edition
 
 
@@ -251,9 +276,12 @@ def get_user(user_id: int) -> User:
 
 def edition_ids(user_ids: list[int]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {u: [] for u in user_ids}
-    query = UserEdition.select(UserEdition.user, UserEdition.edition).where(
-        UserEdition.user.in_(user_ids)).order_by(UserEdition.edition).tuples()
-    for user_id, edition_id in query:
+    query = (
+        UserEdition.select(UserEdition.user, UserEdition.edition)
+        .where(UserEdition.user.in_(user_ids))
+        .order_by(UserEdition.edition)
+    )
+    for user_id, edition_id in tuples(query):
         out[user_id].append(edition_id)
     return out
 
@@ -291,9 +319,17 @@ def delete_user(user_id: int) -> None:
         user = get_user(user_id)
         UserEdition.delete().where(UserEdition.user == user.id).execute()
         User.update(
-            external_id=f"erased-{user.id}", email="", phone="", first_name="", last_name="",
-            language="", attributes={}, email_consent=False, sms_consent=False,
-            erased_at=utcnow(), modified=utcnow(),
+            external_id=f"erased-{user.id}",
+            email="",
+            phone="",
+            first_name="",
+            last_name="",
+            language="",
+            attributes={},
+            email_consent=False,
+            sms_consent=False,
+            erased_at=utcnow(),
+            modified=utcnow(),
         ).where(User.id == user.id).execute()
         # The ledger keeps each past delivery's status (the counts) but not the address.
         Delivery.update(address="").where(Delivery.user_id == user.id).execute()

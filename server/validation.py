@@ -27,7 +27,9 @@ class Violations:
 
     def positive_id(self, value: int, field: str, *, required: bool = True) -> None:
         if value < 0 or (required and value == 0):
-            self.add(field, "is required and must be a positive id" if required else "must be positive")
+            self.add(
+                field, "is required and must be a positive id" if required else "must be positive"
+            )
 
     def raise_if_any(self) -> None:
         if self.items:

@@ -12,12 +12,25 @@ import hmac
 from collections.abc import Mapping
 
 from server import events
+from server.db import tuples
 from server.events import EventInput
 from server.models import Campaign, Delivery, EventType, Suppression, User, utcnow
 
 # Replies that opt a number out (carrier practice and CTIA guidance).
-STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "END", "QUIT",
-                           "CANCEL", "OPTOUT", "OPT-OUT", "REVOKE"})
+STOP_KEYWORDS = frozenset(
+    {
+        "STOP",
+        "STOPALL",
+        "STOP ALL",
+        "UNSUBSCRIBE",
+        "END",
+        "QUIT",
+        "CANCEL",
+        "OPTOUT",
+        "OPT-OUT",
+        "REVOKE",
+    }
+)
 # Twilio error codes that mean the number will never receive: suppress it.
 HARD_ERRORS = frozenset({"21211", "21614", "30005", "30006"})
 
@@ -42,8 +55,12 @@ def status_event(params: Mapping[str, str]) -> EventInput | None:
         kind = EventType.BOUNCED_HARD if hard else EventType.BOUNCED_SOFT
     else:
         return None
-    return EventInput(type=kind, event_id=f"twilio:{sid}:{status}", provider_message_id=sid,
-                      detail=f"twilio {status} {params.get('ErrorCode', '')}".strip())
+    return EventInput(
+        type=kind,
+        event_id=f"twilio:{sid}:{status}",
+        provider_message_id=sid,
+        detail=f"twilio {status} {params.get('ErrorCode', '')}".strip(),
+    )
 
 
 def record_status(params: Mapping[str, str]) -> bool | str:
@@ -58,13 +75,19 @@ def is_stop(body: str) -> bool:
 def opt_out(phone: str) -> int:
     """Suppress `phone` for every organization that has sent it an SMS; returns how many."""
     organizations = [
-        row[0] for row in Campaign.select(Campaign.organization_id).distinct()
-        .join(Delivery, on=(Delivery.campaign == Campaign.id))
-        .where((Delivery.address == phone) & (Campaign.channel == "sms")).tuples()
+        row[0]
+        for row in tuples(
+            Campaign.select(Campaign.organization_id)
+            .distinct()
+            .join(Delivery, on=(Delivery.campaign == Campaign.id))
+            .where((Delivery.address == phone) & (Campaign.channel == "sms"))
+        )
     ]
     for organization_id in organizations:
-        Suppression.insert(organization_id=organization_id, channel="sms", address=phone,
-                           reason="stop_reply").on_conflict_ignore().execute()
+        Suppression.insert(
+            organization_id=organization_id, channel="sms", address=phone, reason="stop_reply"
+        ).on_conflict_ignore().execute()
         User.update(sms_unsubscribed=True, modified=utcnow()).where(
-            (User.organization_id == organization_id) & (User.phone == phone)).execute()
+            (User.organization_id == organization_id) & (User.phone == phone)
+        ).execute()
     return len(organizations)

@@ -28,12 +28,12 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiosmtpd.controller import Controller
-from campaigns.v1 import audience_service_pb2 as apb
-from campaigns.v1 import campaign_pb2, user_pb2
-from campaigns.v1 import campaign_service_pb2 as cpb
 from redis import Redis
 from rq import Queue, Worker
 
+from campaigns.v1 import audience_service_pb2 as apb
+from campaigns.v1 import campaign_pb2, user_pb2
+from campaigns.v1 import campaign_service_pb2 as cpb
 from server.db import release_connection
 from server.models import Campaign, Delivery
 

@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from campaigns.v1 import campaign_pb2
 
+from campaigns.v1 import campaign_pb2
 from server.db import release_connection
 from server.models import Suppression
 from server.tokens import UNSUBSCRIBE, TokenSigner
@@ -19,7 +19,6 @@ from tests.delivery_fixtures import (
     SmtpSink,
     assert_counters_match_ledger,
     import_users,
-    ledger,
     send_now,
     start_worker,
     user,
@@ -78,7 +77,8 @@ def test_send_now_delivers_one_personalised_message_to_each_eligible_user(
     tag = uuid.uuid4().hex[:8]
     campaign = _campaign(campaigns, audience, messages, org_id)
     eligible = ["ann", "bo", "cy", "dag", "eva"]
-    people = _holders(tag, eligible) + [
+    people = [
+        *_holders(tag, eligible),
         user("noemail", first_name="Nils", email_consent=True, attributes={"tickets": 1}),
         user("noconsent", email=_address(tag, "noconsent"), first_name="Nora",
              attributes={"tickets": 1}),
@@ -145,7 +145,8 @@ def test_send_now_delivers_one_personalised_message_to_each_eligible_user(
     for name in eligible:
         row = rows[ids[name]]
         assert (row.status, row.attempts, row.skip_reason, row.last_error) == ("sent", 1, "", "")
-        assert row.provider_message_id == f"<campaign-{campaign.id}.user-{ids[name]}@campaigns.local>"
+        assert row.provider_message_id == (
+            f"<campaign-{campaign.id}.user-{ids[name]}@campaigns.local>")
         assert row.address == _address(tag, name)
 
 

@@ -9,8 +9,8 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from campaigns.v1 import campaign_pb2
 
+from campaigns.v1 import campaign_pb2
 from tests.delivery_fixtures import (
     FakeTwilio,
     RunningWorker,
@@ -45,7 +45,7 @@ def worker(app, database_url, redis_url, settings, repo_root, twilio, tmp_path_f
 
 def _numbers(count: int) -> list[str]:
     """Distinct Danish mobile numbers, fresh for each test (the fake counts per number)."""
-    start = random.randrange(20_000_000, 29_000_000)
+    start = random.randrange(26_000_000, 28_999_000)  # all valid mobile numbers
     return [f"+45{start + i}" for i in range(count)]
 
 
@@ -65,7 +65,8 @@ def test_send_now_texts_every_eligible_user_once(worker, twilio, campaigns, audi
     campaign = _campaign(campaigns, audience, org_id)
     eligible = ["ann", "bo", "cy", "dag"]
     numbers = _numbers(8)
-    people = _vips(eligible, numbers[:4]) + [
+    people = [
+        *_vips(eligible, numbers[:4]),
         user("nophone", first_name="Nils", sms_consent=True, email="nils@example.com",
              attributes={"vip": True}),
         user("noconsent", phone=numbers[4], first_name="Nora", attributes={"vip": True}),

@@ -1,10 +1,15 @@
 """The hand-off from the server to the job system, through a real `python -m jobs` worker (RQ
 worker, RQ scheduler and the due-campaign sweep) on the test Redis and database: send now,
-a schedule a few seconds ahead, a repeated kickoff, and the sweep recovering a lost job."""
+a schedule a few seconds ahead, a repeated kickoff, and the sweep recovering a lost job.
+
+The start job runs the whole pipeline: it calculates the audience (here one SMS recipient)
+and hands over to send jobs, which write to the outbox provider (files under the worker's
+OUTBOX_DIR). The delivery itself is tested in tests/test_delivery_*.py."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -14,13 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from campaigns.v1 import campaign_pb2
-from campaigns.v1 import campaign_service_pb2 as cpb
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
 
+from campaigns.v1 import audience_service_pb2 as apb
+from campaigns.v1 import campaign_pb2, user_pb2
+from campaigns.v1 import campaign_service_pb2 as cpb
 from jobs import context, kickoff
 from jobs.dispatch import kickoff_job_id
 from server.db import release_connection, write_transaction
@@ -29,12 +35,23 @@ from tests.helpers import future, make_campaign, make_edition, ts
 
 SCHEDULED = campaign_pb2.CAMPAIGN_STATUS_SCHEDULED
 CALCULATING = campaign_pb2.CAMPAIGN_STATUS_CALCULATING
+SENDING = campaign_pb2.CAMPAIGN_STATUS_SENDING
+SENT = campaign_pb2.CAMPAIGN_STATUS_SENT
+KICKED_OFF = (CALCULATING, SENDING, SENT)
 
 
 class RunningWorker:
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path, outbox: Path) -> None:
         self.proc = proc
         self.log = log
+        self.outbox = outbox
+
+    def texts(self, campaign_id: int) -> list[dict[str, str]]:
+        """The SMS the outbox provider wrote for a campaign."""
+        path = self.outbox / "sms.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [m for m in map(json.loads, lines)
+                if m["id"].startswith(f"campaign-{campaign_id}.")]
 
     def output(self) -> str:
         return "worker stderr:\n" + self.log.read_text(errors="replace")[-6000:]
@@ -50,13 +67,15 @@ def rq_redis(redis_url: str) -> Iterator[Redis]:
 @pytest.fixture(scope="module")
 def worker(app, database_url, redis_url, settings, repo_root, rq_redis, tmp_path_factory
            ) -> Iterator[RunningWorker]:
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    directory = tmp_path_factory.mktemp("worker")
+    log, outbox = directory / "worker.log", directory / "outbox"
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-           "CAMPAIGNS_QUEUE": settings.queue_name}
+           "CAMPAIGNS_QUEUE": settings.queue_name, "SMS_PROVIDER": "outbox",
+           "OUTBOX_DIR": str(outbox)}
     with open(log, "wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "jobs"], cwd=repo_root, env=env,
                                 stdout=sink, stderr=sink)
-    running = RunningWorker(proc, log)
+    running = RunningWorker(proc, log, outbox)
     queue = Queue(settings.queue_name, connection=rq_redis)
     try:
         ready = wait_until(lambda: proc.poll() is not None or bool(Worker.all(queue=queue)), 20)
@@ -73,7 +92,14 @@ def worker(app, database_url, redis_url, settings, repo_root, rq_redis, tmp_path
 
 @pytest.fixture
 def campaign(campaigns, audience, org_id) -> campaign_pb2.Campaign:
-    return make_campaign(campaigns, make_edition(audience, org_id))
+    """An SMS campaign to everyone in an edition of one user."""
+    edition = make_edition(audience, org_id)
+    member = user_pb2.User(external_id="only", phone="+4520123456", first_name="Ann",
+                           sms_consent=True)
+    imported = audience.ImportUsers(iter([apb.ImportUsersRequest(
+        organization_id=org_id, edition_id=edition.id, users=[member])]))
+    assert imported.created == 1
+    return make_campaign(campaigns, edition)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
@@ -109,8 +135,14 @@ def test_send_now_runs_the_start_job(worker, campaigns, campaign, rq_redis):
     started = campaigns.SendCampaignNow(cpb.SendCampaignNowRequest(id=campaign.id)).campaign
     assert started.status == CALCULATING
     job = finished_job(f"start-{campaign.id}", rq_redis, worker, 15)
-    assert job.return_value() == "calculating"
-    assert get(campaigns, campaign.id).status == CALCULATING
+    # It calculated the audience and handed over to the send jobs...
+    assert job.return_value() == "sending"
+    # ...which delivered the one message.
+    assert wait_until(lambda: get(campaigns, campaign.id).status == SENT, 15), worker.output()
+    sent = get(campaigns, campaign.id)
+    assert (sent.total_recipients, sent.sent_count) == (1, 1)
+    (text,) = worker.texts(campaign.id)
+    assert (text["to"], text["body"]) == ("+4520123456", "Tickets are out!")
 
 
 def test_a_schedule_a_few_seconds_ahead_kicks_off_on_time(worker, campaigns, campaign, rq_redis):
@@ -126,22 +158,27 @@ def test_a_schedule_a_few_seconds_ahead_kicks_off_on_time(worker, campaigns, cam
     early_polls = 0
     status = SCHEDULED
     deadline = time.monotonic() + 15
-    while status != CALCULATING and time.monotonic() < deadline:
+    while status == SCHEDULED and time.monotonic() < deadline:
         status = get(campaigns, campaign.id).status
         if dt.datetime.now(dt.UTC) < when:  # the answer came before scheduled_at
             assert status == SCHEDULED, "kicked off before scheduled_at"
             early_polls += 1
         time.sleep(0.05)
-    assert status == CALCULATING, worker.output()
+    assert status in KICKED_OFF, worker.output()
     assert early_polls > 10
     kicked_off = get(campaigns, campaign.id)
-    # `modified` is stamped by the worker's status change: never before scheduled_at.
+    # `modified` is stamped by the worker's status changes: never before scheduled_at.
     assert kicked_off.modified.ToDatetime(dt.UTC) >= when
 
     # The scheduled job itself did it (not the sweep rescuing a job that fired too early).
     job = finished_job(kickoff_job_id(campaign.id, when), rq_redis, worker, 5)
-    assert job.return_value() == "calculating"
-    assert kicked_off.modified.ToDatetime(dt.UTC) - when < dt.timedelta(seconds=3)
+    assert job.return_value() == "sending"
+    assert wait_until(lambda: get(campaigns, campaign.id).status == SENT, 15), worker.output()
+    sent = get(campaigns, campaign.id)
+    # Calculated (started_at) on time, and the message left after scheduled_at.
+    assert when <= sent.started_at.ToDatetime(dt.UTC) < when + dt.timedelta(seconds=3)
+    (text,) = worker.texts(campaign.id)
+    assert dt.datetime.fromisoformat(text["at"]) >= when
 
 
 @pytest.fixture
@@ -168,9 +205,11 @@ def test_a_repeated_kickoff_does_nothing_the_second_time(jobs_env, campaigns, ca
         second = kickoff.kickoff(campaign.id)
     finally:
         release_connection()
-    assert first == "calculating"
-    assert second == "not scheduled (calculating)"
-    assert get(campaigns, campaign.id).status == CALCULATING
+    # The first calculated the audience and queued its send jobs (a worker, if any, may be
+    # sending them by now); the second found it no longer scheduled.
+    assert first == "sending"
+    assert second in ("not scheduled (sending)", "not scheduled (sent)")
+    assert get(campaigns, campaign.id).status in (SENDING, SENT)
 
 
 def test_the_sweep_kicks_off_a_due_campaign_whose_job_was_lost(
@@ -187,7 +226,9 @@ def test_the_sweep_kicks_off_a_due_campaign_whose_job_was_lost(
     move_scheduled_at(campaign.id, utcnow() - dt.timedelta(seconds=1))
     assert get(campaigns, campaign.id).status == SCHEDULED
     # The sweep runs at worker start and every 15 s.
-    assert wait_until(lambda: get(campaigns, campaign.id).status == CALCULATING, 20, 0.25), (
+    assert wait_until(lambda: get(campaigns, campaign.id).status != SCHEDULED, 20, 0.25), (
         worker.output())
     job = finished_job(f"sweep-kickoff-{campaign.id}", rq_redis, worker, 5)
-    assert job.return_value() == "calculating"
+    assert job.return_value() == "sending"
+    assert wait_until(lambda: get(campaigns, campaign.id).status == SENT, 15), worker.output()
+    assert len(worker.texts(campaign.id)) == 1

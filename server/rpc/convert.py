@@ -16,9 +16,12 @@ from server.models import Campaign, Edition, EmailMessage, Segment, User
 from server.stats import Stats
 from server.validation import invalid
 
-CHANNEL_TO_PB = {"email": campaign_pb2.CHANNEL_EMAIL, "sms": campaign_pb2.CHANNEL_SMS}
-CHANNEL_FROM_PB = {v: k for k, v in CHANNEL_TO_PB.items()}
-STATUS_TO_PB = {
+CHANNEL_TO_PB: dict[str, campaign_pb2.Channel.ValueType] = {
+    "email": campaign_pb2.CHANNEL_EMAIL,
+    "sms": campaign_pb2.CHANNEL_SMS,
+}
+CHANNEL_FROM_PB: dict[int, str] = {v: k for k, v in CHANNEL_TO_PB.items()}
+STATUS_TO_PB: dict[str, campaign_pb2.CampaignStatus.ValueType] = {
     "draft": campaign_pb2.CAMPAIGN_STATUS_DRAFT,
     "scheduled": campaign_pb2.CAMPAIGN_STATUS_SCHEDULED,
     "calculating": campaign_pb2.CAMPAIGN_STATUS_CALCULATING,
@@ -27,7 +30,7 @@ STATUS_TO_PB = {
     "failed": campaign_pb2.CAMPAIGN_STATUS_FAILED,
     "cancelled": campaign_pb2.CAMPAIGN_STATUS_CANCELLED,
 }
-STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
+STATUS_FROM_PB: dict[int, str] = {v: k for k, v in STATUS_TO_PB.items()}
 # Timestamp's own valid range is years 1 to 9999; a send date needs far less.
 _MAX_YEAR = 9000
 
@@ -86,13 +89,23 @@ def local_iso(value: dt.datetime | None, timezone: str) -> str:
 def campaign_to_pb(c: Campaign) -> campaign_pb2.Campaign:
     timezone = c.edition.timezone
     pb = campaign_pb2.Campaign(
-        id=c.id, name=c.name, organization_id=c.organization_id, edition_id=c.edition_id,
-        segment_id=c.segment_id, channel=CHANNEL_TO_PB.get(c.channel, 0),
-        email_message_id=c.email_message_id or 0, sms_body=c.sms_body,
-        status=STATUS_TO_PB[c.status], total_recipients=c.total_recipients,
-        sent_count=c.sent_count, failed_count=c.failed_count, user_count=c.user_count,
-        error_message=c.error_message, timezone=timezone,
-        scheduled_at_local=local_iso(c.scheduled_at, timezone), etag=etag_of(c),
+        id=c.id,
+        name=c.name,
+        organization_id=c.organization_id,
+        edition_id=c.edition_id,
+        segment_id=c.segment_id,
+        channel=CHANNEL_TO_PB.get(c.channel, campaign_pb2.CHANNEL_UNSPECIFIED),
+        email_message_id=c.email_message_id or 0,
+        sms_body=c.sms_body,
+        status=STATUS_TO_PB[c.status],
+        total_recipients=c.total_recipients,
+        sent_count=c.sent_count,
+        failed_count=c.failed_count,
+        user_count=c.user_count,
+        error_message=c.error_message,
+        timezone=timezone,
+        scheduled_at_local=local_iso(c.scheduled_at, timezone),
+        etag=etag_of(c),
     )
     for name in ("scheduled_at", "started_at", "completed_at", "created", "modified"):
         set_timestamp(getattr(pb, name), getattr(c, name))
@@ -101,12 +114,24 @@ def campaign_to_pb(c: Campaign) -> campaign_pb2.Campaign:
 
 def stats_to_pb(s: Stats) -> campaign_pb2.CampaignStats:
     pb = campaign_pb2.CampaignStats(
-        campaign_id=s.campaign_id, status=STATUS_TO_PB[s.status],
-        total_recipients=s.total_recipients, sent=s.sent, failed=s.failed,
-        delivered=s.delivered, opened=s.opened, clicked=s.clicked, bounced=s.bounced,
-        unsubscribed=s.unsubscribed, delivery_rate=s.delivery_rate, open_rate=s.open_rate,
-        click_rate=s.click_rate, unsubscribe_rate=s.unsubscribe_rate, pending=s.pending,
-        opens_total=s.opens_total, clicks_total=s.clicks_total, skipped=s.skipped,
+        campaign_id=s.campaign_id,
+        status=STATUS_TO_PB[s.status],
+        total_recipients=s.total_recipients,
+        sent=s.sent,
+        failed=s.failed,
+        delivered=s.delivered,
+        opened=s.opened,
+        clicked=s.clicked,
+        bounced=s.bounced,
+        unsubscribed=s.unsubscribed,
+        delivery_rate=s.delivery_rate,
+        open_rate=s.open_rate,
+        click_rate=s.click_rate,
+        unsubscribe_rate=s.unsubscribe_rate,
+        pending=s.pending,
+        opens_total=s.opens_total,
+        clicks_total=s.clicks_total,
+        skipped=s.skipped,
         ambiguous=s.ambiguous,
     )
     set_timestamp(pb.observed_at, s.observed_at)
@@ -115,8 +140,12 @@ def stats_to_pb(s: Stats) -> campaign_pb2.CampaignStats:
 
 def edition_to_pb(e: Edition) -> edition_pb2.Edition:
     pb = edition_pb2.Edition(
-        id=e.id, organization_id=e.organization_id, name=e.name, timezone=e.timezone,
-        default_country_code=e.default_country_code, default_language=e.default_language,
+        id=e.id,
+        organization_id=e.organization_id,
+        name=e.name,
+        timezone=e.timezone,
+        default_country_code=e.default_country_code,
+        default_language=e.default_language,
         start_date=e.start_date.isoformat() if e.start_date else "",
         end_date=e.end_date.isoformat() if e.end_date else "",
     )
@@ -142,10 +171,18 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
 
 def user_to_pb(u: User, editions: list[int]) -> user_pb2.User:
     pb = user_pb2.User(
-        id=u.id, external_id=u.external_id, organization_id=u.organization_id,
-        edition_ids=editions, email=u.email, phone=u.phone, first_name=u.first_name,
-        last_name=u.last_name, language=u.language, email_consent=u.email_consent,
-        sms_consent=u.sms_consent, email_unsubscribed=u.email_unsubscribed,
+        id=u.id,
+        external_id=u.external_id,
+        organization_id=u.organization_id,
+        edition_ids=editions,
+        email=u.email,
+        phone=u.phone,
+        first_name=u.first_name,
+        last_name=u.last_name,
+        language=u.language,
+        email_consent=u.email_consent,
+        sms_consent=u.sms_consent,
+        email_unsubscribed=u.email_unsubscribed,
         sms_unsubscribed=u.sms_unsubscribed,
     )
     pb.attributes.update(u.attributes or {})
@@ -156,7 +193,10 @@ def user_to_pb(u: User, editions: list[int]) -> user_pb2.User:
 
 def segment_to_pb(s: Segment) -> segment_pb2.Segment:
     pb = segment_pb2.Segment(
-        id=s.id, organization_id=s.organization_id, edition_id=s.edition_id or 0, name=s.name,
+        id=s.id,
+        organization_id=s.organization_id,
+        edition_id=s.edition_id or 0,
+        name=s.name,
         expression=s.expression,
     )
     set_timestamp(pb.created, s.created)
@@ -164,11 +204,11 @@ def segment_to_pb(s: Segment) -> segment_pb2.Segment:
     return pb
 
 
-MESSAGE_TYPE_TO_PB = {
+MESSAGE_TYPE_TO_PB: dict[str, email_message_pb2.EmailMessageType.ValueType] = {
     "campaign": email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN,
     "transactional": email_message_pb2.EMAIL_MESSAGE_TYPE_TRANSACTIONAL,
 }
-MESSAGE_TYPE_FROM_PB = {v: k for k, v in MESSAGE_TYPE_TO_PB.items()}
+MESSAGE_TYPE_FROM_PB: dict[int, str] = {v: k for k, v in MESSAGE_TYPE_TO_PB.items()}
 
 
 def message_type(value: int, field: str = "type") -> str | None:
@@ -181,9 +221,15 @@ def message_type(value: int, field: str = "type") -> str | None:
 
 def email_message_to_pb(m: EmailMessage) -> email_message_pb2.EmailMessage:
     pb = email_message_pb2.EmailMessage(
-        id=m.id, organization_id=m.organization_id, edition_id=m.edition_id,
-        type=MESSAGE_TYPE_TO_PB.get(m.type, 0), subject=m.subject, from_name=m.from_name,
-        from_email=m.from_email, reply_to=m.reply_to, html_body=m.html_body,
+        id=m.id,
+        organization_id=m.organization_id,
+        edition_id=m.edition_id,
+        type=MESSAGE_TYPE_TO_PB.get(m.type, email_message_pb2.EMAIL_MESSAGE_TYPE_UNSPECIFIED),
+        subject=m.subject,
+        from_name=m.from_name,
+        from_email=m.from_email,
+        reply_to=m.reply_to,
+        html_body=m.html_body,
         text_body=m.text_body,
     )
     set_timestamp(pb.created, m.created)

@@ -107,13 +107,16 @@ def _pack(messages: Details) -> list[any_pb2.Any]:
 def to_status(error: Exception) -> tuple[grpc.Status, bool]:
     """The gRPC status for `error`, and whether it was expected (False: a bug, INTERNAL)."""
     handler = _handler_for(error)
+    details: Details
     if handler is None:
         code, details, message = grpc.StatusCode.INTERNAL, [], "internal error"
         reason = "INTERNAL"
     else:
         code, details = handler(error)
-        message = error.message if isinstance(error, exc.CampaignServiceError) else (
-            "a dependency is unavailable; retry shortly"
+        message = (
+            error.message
+            if isinstance(error, exc.CampaignServiceError)
+            else ("a dependency is unavailable; retry shortly")
         )
         reason = error.reason if isinstance(error, exc.CampaignServiceError) else "UNAVAILABLE"
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)

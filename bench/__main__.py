@@ -1,0 +1,39 @@
+"""`make bench`: every benchmark in one run, printing the figures BENCHMARKS.md reports.
+
+BENCH_SCALE (default 1.0) scales the sizes down for a quick look, e.g. BENCH_SCALE=0.1.
+Needs PostgreSQL at 127.0.0.1:5432 and Postfix's smtp-sink (apt-get install postfix).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+SCALE = float(os.environ.get("BENCH_SCALE") or 1.0)
+
+
+def n(value: int) -> str:
+    return str(max(1000, int(value * SCALE)))
+
+
+RUNS = [
+    ["bench.segment_eval", "--users", n(1_000_000), "--database", "sqlite"],
+    ["bench.segment_eval", "--users", n(1_000_000), "--database", "postgres"],
+    ["bench.import_users", "--users", n(100_000), "--database", "sqlite"],
+    ["bench.import_users", "--users", n(100_000), "--database", "postgres"],
+    ["bench.delivery", "--recipients", n(100_000), "--channel", "email", "--database", "postgres"],
+    ["bench.delivery", "--recipients", n(100_000), "--channel", "sms", "--database", "postgres"],
+]
+
+
+def main() -> int:
+    failed = 0
+    for run in RUNS:
+        print(f"\n$ python -m {' '.join(run)}", flush=True)
+        failed += subprocess.call([sys.executable, "-m", *run]) != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
