@@ -39,9 +39,13 @@ def _entry(campaign: Campaign, user: UserRow) -> dict[str, Any]:
         reason = SkipReason.UNSUBSCRIBED
     elif ("@" not in address) if email else not address.startswith("+"):
         reason = SkipReason.INVALID_ADDRESS
-    return {"campaign": campaign.id, "user_id": user.id, "address": address or "",
-            "status": DeliveryStatus.SKIPPED if reason else DeliveryStatus.PENDING,
-            "skip_reason": reason}
+    return {
+        "campaign": campaign.id,
+        "user_id": user.id,
+        "address": address or "",
+        "status": DeliveryStatus.SKIPPED if reason else DeliveryStatus.PENDING,
+        "skip_reason": reason,
+    }
 
 
 def _move(campaign_id: int, action: Action, **changes: Any) -> bool:
@@ -50,7 +54,8 @@ def _move(campaign_id: int, action: Action, **changes: Any) -> bool:
     sending would end that send while its messages are still going out."""
     target = next_status(Status.CALCULATING, action)
     return target is not None and transitions.compare_and_set(
-        campaign_id, Status.CALCULATING, target, **changes)
+        campaign_id, Status.CALCULATING, target, **changes
+    )
 
 
 def _fail(campaign_id: int, message: str) -> str:
@@ -60,20 +65,25 @@ def _fail(campaign_id: int, message: str) -> str:
     return "failed"
 
 
-def _freeze(campaign: Campaign, compiled: segment_engine.CompiledSegment,
-            edition_id: int | None) -> int | None:
+def _freeze(
+    campaign: Campaign, compiled: segment_engine.CompiledSegment, edition_id: int | None
+) -> int | None:
     """Write the ledger; the number of users matched, or None when cancelled meanwhile."""
     matched, started = 0, time.monotonic()
     for batch in segment_engine.iter_matches(compiled, campaign.organization_id, edition_id):
-        if Campaign.select(Campaign.status).where(Campaign.id == campaign.id).scalar() \
-                != Status.CALCULATING:
+        if (
+            Campaign.select(Campaign.status).where(Campaign.id == campaign.id).scalar()
+            != Status.CALCULATING
+        ):
             return None
         ledger.freeze([_entry(campaign, user) for user in batch])
         matched += len(batch)
         Campaign.update(heartbeat_at=utcnow()).where(Campaign.id == campaign.id).execute()
         rate = matched / max(time.monotonic() - started, 1e-6)
-        log.info("calculating", extra={"campaign_id": campaign.id, "matched": matched,
-                                       "users_per_s": round(rate)})
+        log.info(
+            "calculating",
+            extra={"campaign_id": campaign.id, "matched": matched, "users_per_s": round(rate)},
+        )
     return matched
 
 
@@ -95,8 +105,12 @@ def calculate(campaign_id: int) -> str:
     ledger.skip_suppressed(campaign_id, campaign.organization_id, campaign.channel)
     ledger.skip_duplicates(campaign_id)
     total = ledger.count(campaign_id, [DeliveryStatus.PENDING])
-    figures = {"user_count": matched, "total_recipients": total, "started_at": utcnow(),
-               "heartbeat_at": utcnow()}
+    figures = {
+        "user_count": matched,
+        "total_recipients": total,
+        "started_at": utcnow(),
+        "heartbeat_at": utcnow(),
+    }
     if total == 0:
         if not _move(campaign_id, Action.FINISH, completed_at=utcnow(), **figures):
             return "lost race"

@@ -4,20 +4,16 @@ with the headers bulk mail needs (RFC 5322, RFC 8058 one-click unsubscribe)."""
 from __future__ import annotations
 
 import html
-from email.message import EmailMessage as MimeMessage
-from email.policy import SMTP
-from email.utils import formatdate
 
+from jobs import mime
+from jobs.mime import MimeTemplate
 from jobs.providers import OutgoingEmail, OutgoingSms
 from server import templating
 from server.config import DeliverySettings
-from server.email_messages import render_email
+from server.email_messages import render_content
+from server.links import track
 from server.models import Campaign, Edition, EmailMessage, User
-from server.tokens import TokenSigner, unsubscribe_url
-
-
-# Headers are not folded into encoded-words: List-Unsubscribe must stay a literal <URL>.
-POLICY = SMTP.clone(max_line_length=998)
+from server.tokens import LinkMaker, TokenSigner
 
 
 def message_id(campaign_id: int, user_id: int, domain: str) -> str:
@@ -29,8 +25,11 @@ def _with_visible_unsubscribe(body_html: str, body_text: str, url: str) -> tuple
     """Bulk mail must show an unsubscribe link; add one when the template has none."""
     if url not in body_html:
         link = f'<p style="font-size:small"><a href="{html.escape(url)}">Unsubscribe</a></p>'
-        body_html = body_html.replace("</body>", link + "</body>") if "</body>" in body_html \
+        body_html = (
+            body_html.replace("</body>", link + "</body>")
+            if "</body>" in body_html
             else body_html + link
+        )
     if url not in body_text:
         body_text = body_text.rstrip("\n") + f"\n\nUnsubscribe: {url}\n"
     return body_html, body_text
@@ -39,48 +38,57 @@ def _with_visible_unsubscribe(body_html: str, body_text: str, url: str) -> tuple
 class Composer:
     """Builds the messages of one campaign; templates are compiled once, per campaign."""
 
-    def __init__(self, campaign: Campaign, edition: Edition, message: EmailMessage | None,
-                 settings: DeliverySettings) -> None:
+    def __init__(
+        self,
+        campaign: Campaign,
+        edition: Edition,
+        message: EmailMessage | None,
+        settings: DeliverySettings,
+    ) -> None:
         self.campaign = campaign
         self.edition = edition
         self.message = message
         self.settings = settings
-        self.signer = TokenSigner(settings.tracking_secret)
-        self._sms_template = (templating.compile_template(campaign.sms_body, "sms_body")
-                              if campaign.channel == "sms" else None)
-
-    def _unsubscribe(self, user_id: int) -> str:
-        return unsubscribe_url(self.settings.public_base_url, self.signer, self.campaign.id,
-                               user_id)
+        self.links = LinkMaker(settings.public_base_url, TokenSigner(settings.tracking_secret))
+        self.mime = (
+            MimeTemplate(mime.address(message.from_name, message.from_email), message.reply_to)
+            if message is not None
+            else None
+        )
+        self._sms_template = (
+            templating.compile_template(campaign.sms_body, "sms_body")
+            if campaign.channel == "sms"
+            else None
+        )
 
     def email(self, user: User, address: str) -> OutgoingEmail:
         """RenderError when the templates fail for this user."""
-        assert self.message is not None
-        url = self._unsubscribe(user.id)
-        rendered = render_email(self.message, user, self.edition, url)
-        body_html, body_text = _with_visible_unsubscribe(rendered.html_body, rendered.text_body,
-                                                         url)
+        assert self.message is not None and self.mime is not None
+        url = self.links.unsubscribe(self.campaign.id, user.id)
+        subject, body_html, body_text = render_content(self.message, user, self.edition, url)
+        body_html, body_text = _with_visible_unsubscribe(body_html, body_text, url)
+        body_html = track(body_html, self.links, self.campaign.id, user.id, skip=url)
         mid = message_id(self.campaign.id, user.id, self.settings.message_id_domain)
-        mime = MimeMessage(policy=POLICY)
-        mime["From"] = rendered.sender
-        mime["To"] = address
-        mime["Subject"] = rendered.subject
-        mime["Date"] = formatdate(usegmt=True)
-        mime["Message-ID"] = mid
-        if rendered.reply_to:
-            mime["Reply-To"] = rendered.reply_to
-        mime["List-Unsubscribe"] = f"<{url}>"
-        mime["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        mime.set_content(body_text)
-        mime.add_alternative(body_html, subtype="html")
-        return OutgoingEmail(sender=self.message.from_email, recipient=address, message_id=mid,
-                             data=mime.as_bytes())
+        data = self.mime.build(
+            to=address,
+            subject=subject,
+            message_id=mid,
+            unsubscribe_url=url,
+            text=body_text,
+            html=body_html,
+        )
+        return OutgoingEmail(
+            sender=self.message.from_email, recipient=address, message_id=mid, data=data
+        )
 
     def sms(self, user: User, address: str) -> OutgoingSms:
         assert self._sms_template is not None
-        context = {"user": templating.user_context(user),
-                   "edition": templating.edition_context(self.edition),
-                   "unsubscribe_url": self._unsubscribe(user.id)}
+        context = {
+            "user": templating.user_context(user),
+            "edition": templating.edition_context(self.edition),
+            "unsubscribe_url": self.links.unsubscribe(self.campaign.id, user.id),
+        }
         body = templating.render(self._sms_template, context)
-        return OutgoingSms(to=address, body=body,
-                           reference=f"campaign-{self.campaign.id}.user-{user.id}")
+        return OutgoingSms(
+            to=address, body=body, reference=f"campaign-{self.campaign.id}.user-{user.id}"
+        )

@@ -39,8 +39,9 @@ def enqueue_send(q: Queue, campaign_id: int, job_id: str, at: dt.datetime | None
     if at is None:
         q.enqueue(send, campaign_id, job_id=job_id, job_timeout=SEND_TIMEOUT)
     else:
-        q.enqueue_at(at.replace(tzinfo=dt.UTC), send, campaign_id, job_id=job_id,
-                     job_timeout=SEND_TIMEOUT)
+        q.enqueue_at(
+            at.replace(tzinfo=dt.UTC), send, campaign_id, job_id=job_id, job_timeout=SEND_TIMEOUT
+        )
 
 
 def _status(campaign_id: int) -> str | None:
@@ -54,8 +55,11 @@ class Sender:
         self.campaign = campaign
         self.settings = settings
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        message = (EmailMessage.get_or_none(EmailMessage.id == campaign.email_message_id)
-                   if campaign.channel == "email" else None)
+        message = (
+            EmailMessage.get_or_none(EmailMessage.id == campaign.email_message_id)
+            if campaign.channel == "email"
+            else None
+        )
         self.composer = Composer(campaign, campaign.edition, message, settings)
         self.provider = make_provider(campaign.channel, settings)
         rate = settings.email_rate if campaign.channel == "email" else settings.sms_rate
@@ -75,8 +79,9 @@ class Sender:
 
     def run(self, deadline: float) -> None:
         while time.monotonic() < deadline and not self.cancelled(force=True):
-            claimed = ledger.claim(self.campaign.id, self.owner, self.settings.claim_size,
-                                   self.settings.lease_seconds)
+            claimed = ledger.claim(
+                self.campaign.id, self.owner, self.settings.claim_size, self.settings.lease_seconds
+            )
             if not claimed:
                 return
             self.send_claimed(claimed)
@@ -84,7 +89,7 @@ class Sender:
     def send_claimed(self, claimed: list[ledger.Claimed]) -> None:
         size = self.settings.group_size
         for start in range(0, len(claimed), size):
-            group = claimed[start:start + size]
+            group = claimed[start : start + size]
             # The rate limit may hold a group for seconds: a cancel meanwhile must stop it.
             waited = self.limiter.acquire(len(group), stop=lambda: self.cancelled(force=True))
             if self.cancelled(force=waited > 0):
@@ -96,8 +101,9 @@ class Sender:
     def send_group(self, group: list[ledger.Claimed]) -> None:
         mine = ledger.mark_sending([c.id for c in group], self.owner, self.settings.lease_seconds)
         users = {u.id: u for u in User.select().where(User.id.in_([c.user_id for c in group]))}
-        outcomes = [(row, self.send_one(row, users.get(row.user_id)))
-                    for row in group if row.id in mine]
+        outcomes = [
+            (row, self.send_one(row, users.get(row.user_id))) for row in group if row.id in mine
+        ]
         tally = results.record(self.campaign.id, self.owner, outcomes, self.settings)
         self.tally.sent += tally.sent
         self.tally.failed += tally.failed
@@ -128,9 +134,16 @@ def send(campaign_id: int) -> str:
     finally:
         sender.provider.close()
     elapsed = max(time.monotonic() - started, 1e-6)
-    log.info("send job done", extra={
-        "campaign_id": campaign_id, "sent": sender.tally.sent, "failed": sender.tally.failed,
-        "retried": sender.tally.retried, "msgs_per_s": round(sender.tally.sent / elapsed)})
+    log.info(
+        "send job done",
+        extra={
+            "campaign_id": campaign_id,
+            "sent": sender.tally.sent,
+            "failed": sender.tally.failed,
+            "retried": sender.tally.retried,
+            "msgs_per_s": round(sender.tally.sent / elapsed),
+        },
+    )
     return after_send(campaign_id, settings)
 
 
@@ -147,8 +160,9 @@ def after_send(campaign_id: int, settings: DeliverySettings) -> str:
     if ledger.count(campaign_id, [DeliveryStatus.CLAIMED, DeliveryStatus.SENDING]):
         return "others still sending"  # their jobs finish up; the sweep covers their death
     retry_at = ledger.next_retry_at(campaign_id) or utcnow()
-    enqueue_send(queue(), campaign_id, f"send-{campaign_id}-retry-{int(retry_at.timestamp())}",
-                 at=retry_at)
+    enqueue_send(
+        queue(), campaign_id, f"send-{campaign_id}-retry-{int(retry_at.timestamp())}", at=retry_at
+    )
     return "waiting for retries"
 
 
@@ -158,8 +172,10 @@ def finish(campaign_id: int) -> str:
     sent, failed = totals.get(DeliveryStatus.SENT, 0), totals.get(DeliveryStatus.FAILED, 0)
     figures = {"sent_count": sent, "failed_count": failed, "completed_at": utcnow()}
     if sent == 0 and failed > 0:
-        error = f"all {failed} messages failed; most common error: " \
-                f"{ledger.most_common_error(campaign_id)}"
+        error = (
+            f"all {failed} messages failed; most common error: "
+            f"{ledger.most_common_error(campaign_id)}"
+        )
         transitions.try_apply(campaign_id, Action.FAIL, error_message=error[:2000], **figures)
         return "failed"
     transitions.try_apply(campaign_id, Action.FINISH, **figures)

@@ -31,10 +31,15 @@ class RQDispatcher:
         at = when.replace(tzinfo=dt.UTC)
         if at.microsecond:
             at = at.replace(microsecond=0) + dt.timedelta(seconds=1)
-        self.queue.enqueue_at(at, kickoff.kickoff, campaign_id,
-                              job_id=kickoff_job_id(campaign_id, when),
-                              job_timeout=CALCULATE_TIMEOUT)
+        self.queue.enqueue_at(
+            at,
+            kickoff.kickoff,
+            campaign_id,
+            job_id=kickoff_job_id(campaign_id, when),
+            job_timeout=CALCULATE_TIMEOUT,
+        )
 
     def start_now(self, campaign_id: int) -> None:
-        self.queue.enqueue(kickoff.start, campaign_id, job_id=f"start-{campaign_id}",
-                           job_timeout=CALCULATE_TIMEOUT)
+        self.queue.enqueue(
+            kickoff.start, campaign_id, job_id=f"start-{campaign_id}", job_timeout=CALCULATE_TIMEOUT
+        )

@@ -38,34 +38,44 @@ def freeze(rows: Sequence[dict[str, Any]]) -> None:
     """Insert ledger rows; a row already there (a re-run after a crash) is left alone."""
     if rows:
         now = utcnow()
-        D.insert_many([dict(r, created=now, modified=now) for r in rows]).on_conflict_ignore(
-        ).execute()
+        D.insert_many(
+            [dict(r, created=now, modified=now) for r in rows]
+        ).on_conflict_ignore().execute()
 
 
 def skip_suppressed(campaign_id: int, organization_id: int, channel: str) -> int:
     suppressed = Suppression.select(Suppression.address).where(
         (Suppression.organization_id == organization_id) & (Suppression.channel == channel)
     )
-    return int(D.update(status=DeliveryStatus.SKIPPED, skip_reason=SkipReason.SUPPRESSED).where(
-        (D.campaign == campaign_id) & (D.status == DeliveryStatus.PENDING)
-        & D.address.in_(suppressed)
-    ).execute())
+    return int(
+        D.update(status=DeliveryStatus.SKIPPED, skip_reason=SkipReason.SUPPRESSED)
+        .where(
+            (D.campaign == campaign_id)
+            & (D.status == DeliveryStatus.PENDING)
+            & D.address.in_(suppressed)
+        )
+        .execute()
+    )
 
 
 def skip_duplicates(campaign_id: int) -> int:
     """Keep the first row of each address (case-insensitively); skip the others."""
-    first = (D.select(pw.fn.MIN(D.id))
-             .where((D.campaign == campaign_id) & (D.status == DeliveryStatus.PENDING))
-             .group_by(pw.fn.LOWER(D.address)))
-    return int(D.update(status=DeliveryStatus.SKIPPED,
-                        skip_reason=SkipReason.DUPLICATE_ADDRESS).where(
-        (D.campaign == campaign_id) & (D.status == DeliveryStatus.PENDING) & D.id.not_in(first)
-    ).execute())
+    first = (
+        D.select(pw.fn.MIN(D.id))
+        .where((D.campaign == campaign_id) & (D.status == DeliveryStatus.PENDING))
+        .group_by(pw.fn.LOWER(D.address))
+    )
+    return int(
+        D.update(status=DeliveryStatus.SKIPPED, skip_reason=SkipReason.DUPLICATE_ADDRESS)
+        .where(
+            (D.campaign == campaign_id) & (D.status == DeliveryStatus.PENDING) & D.id.not_in(first)
+        )
+        .execute()
+    )
 
 
 def count(campaign_id: int, statuses: Iterable[str]) -> int:
-    return int(D.select().where((D.campaign == campaign_id) & D.status.in_(list(statuses)))
-               .count())
+    return int(D.select().where((D.campaign == campaign_id) & D.status.in_(list(statuses))).count())
 
 
 def claim(campaign_id: int, owner: str, limit: int, lease_seconds: int) -> list[Claimed]:
@@ -76,11 +86,20 @@ def claim(campaign_id: int, owner: str, limit: int, lease_seconds: int) -> list[
     sql = _sql(
         "UPDATE delivery SET status = %s, lease_owner = %s, lease_expires_at = %s, modified = %s"
         " WHERE id IN (SELECT id FROM delivery WHERE campaign_id = %s AND status = %s"
-        " AND (next_attempt_at IS NULL OR next_attempt_at <= %s) ORDER BY id LIMIT %s" + lock
+        " AND (next_attempt_at IS NULL OR next_attempt_at <= %s) ORDER BY id LIMIT %s"
+        + lock
         + ") RETURNING id, user_id, address, attempts"
     )
-    params = (DeliveryStatus.CLAIMED, owner, now + dt.timedelta(seconds=lease_seconds), now,
-              campaign_id, DeliveryStatus.PENDING, now, limit)
+    params = (
+        DeliveryStatus.CLAIMED,
+        owner,
+        now + dt.timedelta(seconds=lease_seconds),
+        now,
+        campaign_id,
+        DeliveryStatus.PENDING,
+        now,
+        limit,
+    )
     with write_transaction():
         rows = database.execute_sql(sql, params).fetchall()
     return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
@@ -102,7 +121,8 @@ def mark_sending(ids: Sequence[int], owner: str, lease_seconds: int) -> set[int]
 
 def extend_lease(campaign_id: int, owner: str, lease_seconds: int) -> None:
     D.update(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds)).where(
-        (D.campaign == campaign_id) & (D.lease_owner == owner)
+        (D.campaign == campaign_id)
+        & (D.lease_owner == owner)
         & D.status.in_([DeliveryStatus.CLAIMED, DeliveryStatus.SENDING])
     ).execute()
 
@@ -121,40 +141,69 @@ def reap(campaign_id: int) -> tuple[int, int]:
     now = utcnow()
     expired = (D.campaign == campaign_id) & (D.lease_expires_at < now)
     with write_transaction():
-        returned = D.update(status=DeliveryStatus.PENDING, lease_owner=None,
-                            lease_expires_at=None, modified=now).where(
-            expired & (D.status == DeliveryStatus.CLAIMED)).execute()
-        ambiguous = D.update(status=DeliveryStatus.AMBIGUOUS, lease_owner=None,
-                             lease_expires_at=None, modified=now,
-                             last_error="worker lost while sending: may have been delivered",
-                             ).where(expired & (D.status == DeliveryStatus.SENDING)).execute()
+        returned = (
+            D.update(
+                status=DeliveryStatus.PENDING, lease_owner=None, lease_expires_at=None, modified=now
+            )
+            .where(expired & (D.status == DeliveryStatus.CLAIMED))
+            .execute()
+        )
+        ambiguous = (
+            D.update(
+                status=DeliveryStatus.AMBIGUOUS,
+                lease_owner=None,
+                lease_expires_at=None,
+                modified=now,
+                last_error="worker lost while sending: may have been delivered",
+            )
+            .where(expired & (D.status == DeliveryStatus.SENDING))
+            .execute()
+        )
     return int(returned), int(ambiguous)
 
 
 def next_retry_at(campaign_id: int) -> dt.datetime | None:
-    value = D.select(pw.fn.MIN(D.next_attempt_at)).where(
-        (D.campaign == campaign_id) & (D.status == DeliveryStatus.PENDING)).scalar()
+    value = (
+        D.select(pw.fn.MIN(D.next_attempt_at))
+        .where((D.campaign == campaign_id) & (D.status == DeliveryStatus.PENDING))
+        .scalar()
+    )
     # SQLite hands an aggregate back as text: let the field parse it.
     return D.next_attempt_at.python_value(value) if value else None
 
 
 def totals(campaign_id: int) -> dict[str, int]:
-    query = (D.select(D.status, pw.fn.COUNT(D.id)).where(D.campaign == campaign_id)
-             .group_by(D.status).tuples())
+    query = (
+        D.select(D.status, pw.fn.COUNT(D.id))
+        .where(D.campaign == campaign_id)
+        .group_by(D.status)
+        .tuples()
+    )
     return {status: int(n) for status, n in query}
 
 
 def most_common_error(campaign_id: int) -> str:
-    row = (D.select(D.last_error, pw.fn.COUNT(D.id).alias("n"))
-           .where((D.campaign == campaign_id) & (D.status == DeliveryStatus.FAILED))
-           .group_by(D.last_error).order_by(pw.SQL("n DESC")).limit(1).tuples().first())
+    row = (
+        D.select(D.last_error, pw.fn.COUNT(D.id).alias("n"))
+        .where((D.campaign == campaign_id) & (D.status == DeliveryStatus.FAILED))
+        .group_by(D.last_error)
+        .order_by(pw.SQL("n DESC"))
+        .limit(1)
+        .tuples()
+        .first()
+    )
     return str(row[0]) if row else ""
 
 
 def claimable(campaign_id: int) -> bool:
     """Is there a pending row due now?"""
     now = utcnow()
-    return bool(D.select().where(
-        (D.campaign == campaign_id) & (D.status == DeliveryStatus.PENDING)
-        & (D.next_attempt_at.is_null() | (D.next_attempt_at <= now))
-    ).exists())
+    return bool(
+        D.select()
+        .where(
+            (D.campaign == campaign_id)
+            & (D.status == DeliveryStatus.PENDING)
+            & (D.next_attempt_at.is_null() | (D.next_attempt_at <= now))
+        )
+        .exists()
+    )

@@ -48,15 +48,19 @@ class Tally:
 
 def backoff(attempt: int, settings: DeliverySettings) -> dt.timedelta:
     """Exponential with full jitter: retries of many recipients don't land together."""
-    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** attempt)
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2**attempt)
     return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
 
-def _classify(items: Sequence[tuple[Claimed, SendResult]], settings: DeliverySettings
-              ) -> dict[str, list[Row]]:
+def _classify(
+    items: Sequence[tuple[Claimed, SendResult]], settings: DeliverySettings
+) -> dict[str, list[Row]]:
     now = utcnow()
-    groups: dict[str, list[Row]] = {DeliveryStatus.SENT: [], DeliveryStatus.FAILED: [],
-                                    DeliveryStatus.PENDING: []}
+    groups: dict[str, list[Row]] = {
+        DeliveryStatus.SENT: [],
+        DeliveryStatus.FAILED: [],
+        DeliveryStatus.PENDING: [],
+    }
     for row, result in items:
         if result.outcome == Outcome.SENT:
             groups[DeliveryStatus.SENT].append((row.id, result.provider_message_id, "", None, now))
@@ -64,8 +68,11 @@ def _classify(items: Sequence[tuple[Claimed, SendResult]], settings: DeliverySet
             retry_at = now + backoff(row.attempts, settings)
             groups[DeliveryStatus.PENDING].append((row.id, None, result.error, retry_at, None))
         else:
-            error = result.error if result.outcome == Outcome.PERMANENT else (
-                f"gave up after {row.attempts + 1} attempts: {result.error}")
+            error = (
+                result.error
+                if result.outcome == Outcome.PERMANENT
+                else (f"gave up after {row.attempts + 1} attempts: {result.error}")
+            )
             groups[DeliveryStatus.FAILED].append((row.id, None, error, None, None))
     return groups
 
@@ -74,10 +81,17 @@ def _apply_postgres(status: str, rows: list[Row], owner: str) -> int:
     """One round trip for the whole group: UPDATE ... FROM (VALUES ...)."""
     cursor = database.cursor()
     # execute_values wants exactly one %s (the VALUES list): bind the rest beforehand.
-    fixed = {key: cursor.mogrify("%s", (value,)).decode()
-             for key, value in (("status", status), ("now", utcnow()), ("owner", owner))}
-    done = execute_values(cursor, _PG_UPDATE.format(**fixed), rows,
-                          template="(%s, %s, %s, %s::timestamp, %s::timestamp)", fetch=True)
+    fixed = {
+        key: cursor.mogrify("%s", (value,)).decode()
+        for key, value in (("status", status), ("now", utcnow()), ("owner", owner))
+    }
+    done = execute_values(
+        cursor,
+        _PG_UPDATE.format(**fixed),
+        rows,
+        template="(%s, %s, %s, %s::timestamp, %s::timestamp)",
+        fetch=True,
+    )
     return len(done)
 
 
@@ -87,16 +101,30 @@ def _text(value: dt.datetime | None) -> str | None:
 
 def _apply_sqlite(status: str, rows: list[Row], owner: str) -> int:
     now = _text(utcnow())
-    params = [{"status": status, "pmid": pmid, "err": err, "nat": _text(nat),
-               "sent_at": _text(sent_at), "id": id_, "owner": owner, "now": now}
-              for id_, pmid, err, nat, sent_at in rows]
+    params = [
+        {
+            "status": status,
+            "pmid": pmid,
+            "err": err,
+            "nat": _text(nat),
+            "sent_at": _text(sent_at),
+            "id": id_,
+            "owner": owner,
+            "now": now,
+        }
+        for id_, pmid, err, nat, sent_at in rows
+    ]
     cursor = database.cursor()
     cursor.executemany(_SQLITE_UPDATE, params)
     return int(cursor.rowcount)
 
 
-def record(campaign_id: int, owner: str, items: Sequence[tuple[Claimed, SendResult]],
-           settings: DeliverySettings) -> Tally:
+def record(
+    campaign_id: int,
+    owner: str,
+    items: Sequence[tuple[Claimed, SendResult]],
+    settings: DeliverySettings,
+) -> Tally:
     groups = _classify(items, settings)
     apply = _apply_postgres if is_postgres() else _apply_sqlite
     tally = Tally()
@@ -113,6 +141,7 @@ def record(campaign_id: int, owner: str, items: Sequence[tuple[Claimed, SendResu
                 tally.retried = done
         Campaign.update(
             sent_count=Campaign.sent_count + tally.sent,
-            failed_count=Campaign.failed_count + tally.failed, heartbeat_at=utcnow(),
+            failed_count=Campaign.failed_count + tally.failed,
+            heartbeat_at=utcnow(),
         ).where(Campaign.id == campaign_id).execute()
     return tally

@@ -48,10 +48,14 @@ def stale_campaigns(stale_seconds: int) -> list[tuple[int, str]]:
     ensure_database()
     cutoff = utcnow() - dt.timedelta(seconds=stale_seconds)
     try:
-        query = Campaign.select(Campaign.id, Campaign.status).where(
-            Campaign.status.in_([Status.CALCULATING, Status.SENDING])
-            & (Campaign.heartbeat_at.is_null() | (Campaign.heartbeat_at < cutoff))
-        ).tuples()
+        query = (
+            Campaign.select(Campaign.id, Campaign.status)
+            .where(
+                Campaign.status.in_([Status.CALCULATING, Status.SENDING])
+                & (Campaign.heartbeat_at.is_null() | (Campaign.heartbeat_at < cutoff))
+            )
+            .tuples()
+        )
         return list(query)
     finally:
         release_connection()
@@ -61,22 +65,29 @@ def resume(queue: Queue, campaign_id: int, status: str) -> None:
     # One resume per campaign per minute at most, whatever the number of sweeping workers.
     slot = int(utcnow().timestamp() // 60)
     if status == Status.CALCULATING:
-        queue.enqueue(calculate, campaign_id, job_id=f"resume-calc-{campaign_id}-{slot}",
-                      job_timeout=CALCULATE_TIMEOUT)
+        queue.enqueue(
+            calculate,
+            campaign_id,
+            job_id=f"resume-calc-{campaign_id}-{slot}",
+            job_timeout=CALCULATE_TIMEOUT,
+        )
     else:
         ledger.reap(campaign_id)
         release_connection()
         enqueue_send(queue, campaign_id, f"resume-send-{campaign_id}-{slot}")
-    log.warning("resuming a stalled campaign", extra={"campaign_id": campaign_id,
-                                                       "status": status})
+    log.warning("resuming a stalled campaign", extra={"campaign_id": campaign_id, "status": status})
 
 
 def sweep(queue: Queue) -> int:
     """Kick off due campaigns and resume stalled ones; returns how many were touched."""
     ids = due_campaign_ids()
     for campaign_id in ids:
-        queue.enqueue(kickoff.kickoff, campaign_id, job_id=f"sweep-kickoff-{campaign_id}",
-                      job_timeout=CALCULATE_TIMEOUT)
+        queue.enqueue(
+            kickoff.kickoff,
+            campaign_id,
+            job_id=f"sweep-kickoff-{campaign_id}",
+            job_timeout=CALCULATE_TIMEOUT,
+        )
     if ids:
         log.info("sweep found due campaigns", extra={"count": len(ids)})
     stale = stale_campaigns(delivery_settings().stale_seconds)

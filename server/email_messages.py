@@ -198,10 +198,10 @@ def delete_email_message(message_id: int) -> None:
         message.delete_instance()
 
 
-def render_email(
+def render_content(
     message: EmailMessage, user: User | None, edition: Edition | None, unsubscribe_url: str
-) -> RenderedEmail:
-    """The message as `user` gets it. RenderError for a template that fails at run time."""
+) -> tuple[str, str, str]:
+    """(subject, html, text) as `user` gets them. RenderError when a template fails."""
     context = {
         "user": templating.user_context(user),
         "edition": templating.edition_context(edition),
@@ -210,17 +210,28 @@ def render_email(
     html = templating.render(
         templating.compile_template(message.html_body, "html_body", html=True), context
     )
-    text_source = message.text_body
-    text = (
-        templating.render(templating.compile_template(text_source, "text_body"), context)
-        if text_source.strip()
-        else templating.html_to_text(html)
-    )
+    if message.text_body.strip():
+        text = templating.render(
+            templating.compile_template(message.text_body, "text_body"), context
+        )
+    else:
+        derived = templating.text_template_from_html(message.html_body)
+        # The text template derived once per message is the fast path; a template whose
+        # tags html2text cannot carry through is converted per recipient instead.
+        text = templating.render(derived, context) if derived else templating.html_to_text(html)
     subject = templating.render(templating.compile_template(message.subject, "subject"), context)
+    return " ".join(subject.split()), html, text
+
+
+def render_email(
+    message: EmailMessage, user: User | None, edition: Edition | None, unsubscribe_url: str
+) -> RenderedEmail:
+    """The message as `user` gets it, with its envelope. RenderError as render_content."""
+    subject, html, text = render_content(message, user, edition, unsubscribe_url)
     # Readable, like the subject: formataddr would RFC 2047-encode a non-ASCII name.
     sender = str(Address(display_name=message.from_name, addr_spec=message.from_email))
     return RenderedEmail(
-        subject=" ".join(subject.split()),
+        subject=subject,
         html_body=html,
         text_body=text,
         sender=sender,

@@ -7,6 +7,7 @@ send; other runtime errors become RenderError, which a send records against that
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -58,6 +59,29 @@ def html_to_text(html: str) -> str:
     converter.body_width = 0
     converter.ignore_images = True
     return converter.handle(html).strip() + "\n"
+
+
+_JINJA = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}", re.DOTALL)
+
+
+@lru_cache(maxsize=256)
+def text_template_from_html(html_source: str) -> jinja2.Template | None:
+    """A plain-text template derived from an HTML template, once: its Jinja tags are swapped
+    for inert placeholders, the HTML converted, and the tags put back. None when the result
+    does not hold every tag in order or does not compile (convert per recipient then)."""
+    tags = _JINJA.findall(html_source)
+    placeholders = [f"jinjatag{n}x" for n in range(len(tags))]
+    counter = iter(placeholders)
+    text = html_to_text(_JINJA.sub(lambda _m: next(counter), html_source))
+    positions = [text.find(p) for p in placeholders]
+    if any(pos < 0 for pos in positions) or positions != sorted(positions):
+        return None
+    for placeholder, tag in zip(placeholders, tags, strict=True):
+        text = text.replace(placeholder, tag, 1)
+    try:
+        return _compile(text, False)
+    except jinja2.TemplateSyntaxError:
+        return None
 
 
 def user_context(user: Any | None) -> dict[str, Any]:

@@ -13,8 +13,11 @@ from server.config import DeliverySettings
 
 def make_provider(channel: str, settings: DeliverySettings) -> EmailProvider | SmsProvider | Any:
     if channel == "email":
-        return SmtpProvider(settings) if settings.email_provider == "smtp" else OutboxProvider(
-            settings.outbox_dir)
+        return (
+            SmtpProvider(settings)
+            if settings.email_provider == "smtp"
+            else OutboxProvider(settings.outbox_dir)
+        )
     if settings.sms_provider == "twilio":
         return TwilioProvider(settings)
     return OutboxProvider(settings.outbox_dir)

@@ -32,8 +32,15 @@ class OutboxProvider:
         return sent(message.message_id)
 
     def send_sms(self, message: OutgoingSms) -> SendResult:
-        line = json.dumps({"to": message.to, "body": message.body, "id": message.reference,
-                           "at": utcnow().isoformat() + "Z"}, ensure_ascii=False)
+        line = json.dumps(
+            {
+                "to": message.to,
+                "body": message.body,
+                "id": message.reference,
+                "at": utcnow().isoformat() + "Z",
+            },
+            ensure_ascii=False,
+        )
         with open(self.directory / "sms.jsonl", "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
         return sent(message.reference)

@@ -7,7 +7,6 @@ for that recipient.
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 
 from jobs.providers import OutgoingEmail, SendResult, permanent, sent, transient
@@ -25,7 +24,9 @@ class SmtpProvider:
         s = self.settings
         if s.smtp_security == "tls":
             conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                s.smtp_host, s.smtp_port, timeout=s.smtp_timeout,
+                s.smtp_host,
+                s.smtp_port,
+                timeout=s.smtp_timeout,
                 context=ssl.create_default_context(),
             )
         else:
@@ -49,7 +50,7 @@ class SmtpProvider:
         except smtplib.SMTPResponseException as exc:
             self.close()
             return self._reply(exc.smtp_code, exc.smtp_error)
-        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             # Connection refused, dropped mid-transaction, timed out: try again later.
             self.close()
             return transient(f"smtp connection: {type(exc).__name__}: {exc}")

@@ -21,10 +21,6 @@ import {
 import { FieldMask } from "../../google/protobuf/field_mask";
 import { EmailMessage, EmailMessageType, emailMessageTypeFromJSON, emailMessageTypeToJSON } from "./email_message";
 
-export const protobufPackage = "campaigns.v1";
-
-export const protobufFileName = "campaigns/v1/email_message_service.proto";
-
 /** SmsEncoding is how an SMS is encoded on the air. */
 export enum SmsEncoding {
   /** SMS_ENCODING_UNSPECIFIED - SMS_ENCODING_UNSPECIFIED is never returned. */
@@ -1775,7 +1771,7 @@ export const EmailMessageServiceClient = makeGenericClientConstructor(
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
-export type DeepPartial<T> = T extends Builtin ? T
+type DeepPartial<T> = T extends Builtin ? T
   : T extends globalThis.Array<infer U> ? globalThis.Array<DeepPartial<U>>
   : T extends ReadonlyArray<infer U> ? ReadonlyArray<DeepPartial<U>>
   : T extends { $case: string; value: unknown } ? { $case: T["$case"]; value?: DeepPartial<T["value"]> }
@@ -1783,7 +1779,7 @@ export type DeepPartial<T> = T extends Builtin ? T
   : Partial<T>;
 
 type KeysOfUnion<T> = T extends T ? keyof T : never;
-export type Exact<P, I extends P> = P extends Builtin ? P
+type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
 
 function longToNumber(int64: { toString(): string }): number {
@@ -1801,7 +1797,7 @@ function isSet(value: any): boolean {
   return value !== null && value !== undefined;
 }
 
-export interface MessageFns<T> {
+interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
   decode(input: BinaryReader | Uint8Array, length?: number): T;
   fromJSON(object: any): T;
