@@ -25,7 +25,7 @@ from jobs.providers.factory import make_provider
 from jobs.ratelimit import RateLimiter
 from server import transitions
 from server.config import DeliverySettings
-from server.models import Campaign, DeliveryStatus, EmailMessage, User, utcnow
+from server.models import Campaign, DeliveryStatus, EmailMessage, SkipReason, User, utcnow
 from server.status import Action, Status
 from server.templating import RenderError
 
@@ -39,9 +39,11 @@ def enqueue_send(q: Queue, campaign_id: int, job_id: str, at: dt.datetime | None
     if at is None:
         q.enqueue(send, campaign_id, job_id=job_id, job_timeout=SEND_TIMEOUT)
     else:
-        q.enqueue_at(
-            at.replace(tzinfo=dt.UTC), send, campaign_id, job_id=job_id, job_timeout=SEND_TIMEOUT
-        )
+        # RQ's scheduler keeps whole seconds and truncates: round up, never run early.
+        when = at.replace(tzinfo=dt.UTC)
+        if when.microsecond:
+            when = when.replace(microsecond=0) + dt.timedelta(seconds=1)
+        q.enqueue_at(when, send, campaign_id, job_id=job_id, job_timeout=SEND_TIMEOUT)
 
 
 def _status(campaign_id: int) -> str | None:
@@ -94,6 +96,8 @@ class Sender:
             waited = self.limiter.acquire(len(group), stop=lambda: self.cancelled(force=True))
             if self.cancelled(force=waited > 0):
                 ledger.release([c.id for c in claimed[start:]], self.owner)
+                if _status(self.campaign.id) == Status.CANCELLED:
+                    ledger.skip_pending(self.campaign.id, SkipReason.CANCELLED)
                 return
             self.send_group(group)
             ledger.extend_lease(self.campaign.id, self.owner, self.settings.lease_seconds)

@@ -44,7 +44,8 @@ def freeze(rows: Sequence[dict[str, Any]]) -> None:
 
 
 def skip_suppressed(campaign_id: int, organization_id: int, channel: str) -> int:
-    suppressed = Suppression.select(Suppression.address).where(
+    # Addresses compare ignoring case, as duplicates do (mailbox case rarely matters).
+    suppressed = Suppression.select(pw.fn.LOWER(Suppression.address)).where(
         (Suppression.organization_id == organization_id) & (Suppression.channel == channel)
     )
     return int(
@@ -52,7 +53,7 @@ def skip_suppressed(campaign_id: int, organization_id: int, channel: str) -> int
         .where(
             (D.campaign == campaign_id)
             & (D.status == DeliveryStatus.PENDING)
-            & D.address.in_(suppressed)
+            & pw.fn.LOWER(D.address).in_(suppressed)
         )
         .execute()
     )
@@ -133,6 +134,15 @@ def release(ids: Sequence[int], owner: str) -> None:
         D.update(status=DeliveryStatus.PENDING, lease_owner=None, lease_expires_at=None).where(
             (D.lease_owner == owner) & (D.status == DeliveryStatus.CLAIMED) & D.id.in_(list(ids))
         ).execute()
+
+
+def skip_pending(campaign_id: int, reason: SkipReason) -> int:
+    """Close every row still waiting (a cancelled campaign's unsent recipients)."""
+    return int(
+        D.update(status=DeliveryStatus.SKIPPED, skip_reason=reason, modified=utcnow())
+        .where((D.campaign == campaign_id) & (D.status == DeliveryStatus.PENDING))
+        .execute()
+    )
 
 
 def reap(campaign_id: int) -> tuple[int, int]:

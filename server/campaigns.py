@@ -11,13 +11,22 @@ from typing import Protocol, TypeVar
 
 import peewee as pw
 
+from jobs import ledger
 from server import transitions
 from server.config import MAX_NAME_LENGTH, MAX_SEARCH_LENGTH, MAX_SMS_BODY_LENGTH
 from server.db import is_postgres, write_transaction
 from server.exceptions import Aborted, FailedPrecondition, InvalidArgument
 from server.idempotency import run_once
 from server.listing import Page, PageRequest, paginate
-from server.models import Campaign, Delivery, Edition, EmailMessage, Segment, utcnow
+from server.models import (
+    Campaign,
+    Delivery,
+    Edition,
+    EmailMessage,
+    Segment,
+    SkipReason,
+    utcnow,
+)
 from server.status import Action, Status
 from server.templating import compile_template
 from server.validation import Violations, invalid
@@ -355,9 +364,12 @@ def send_campaign_now(
 
 def cancel_campaign(campaign_id: int, request_id: str, fingerprint: str) -> Campaign:
     def cancel() -> Campaign:
-        return transitions.apply(campaign_id, Action.CANCEL, completed_at=utcnow())
+        campaign = transitions.apply(campaign_id, Action.CANCEL, completed_at=utcnow())
+        # Recipients not yet sent end skipped; rows a send job holds right now are closed
+        # the same way by that job when it notices (within about a second).
+        ledger.skip_pending(campaign_id, SkipReason.CANCELLED)
+        return campaign
 
-    # Jobs check the status before every batch, so nothing needs to be told.
     campaign, _ = run_once("CancelCampaign", request_id, fingerprint, cancel)
     return campaign
 

@@ -182,6 +182,7 @@ class SkipReason(StrEnum):
     SUPPRESSED = "suppressed"
     INVALID_ADDRESS = "invalid_address"
     DUPLICATE_ADDRESS = "duplicate_address"
+    CANCELLED = "cancelled"  # the campaign was cancelled before this recipient's turn
 
 
 class Suppression(BaseModel):

@@ -229,8 +229,9 @@ class Importer:
             "import progress",
             extra={
                 "rows": self.index,
-                "created": self.result.created,
-                "updated": self.result.updated,
+                # not "created": that name is a LogRecord attribute, and logging refuses it
+                "users_created": self.result.created,
+                "users_updated": self.result.updated,
                 "rejected": self.result.rejected,
                 "rows_per_s": round(rate),
             },

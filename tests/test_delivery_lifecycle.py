@@ -153,7 +153,11 @@ def test_cancel_stops_a_send_in_progress(worker, smtp, campaigns, audience, mess
     rows = assert_counters_match_ledger(campaigns, campaign.id)
     statuses = [r.status for r in rows]
     assert statuses.count("sent") == done.sent_count == settled
-    assert statuses.count("pending") == len(addresses) - settled  # given back, never sent
+    # The rest were never sent, and are closed as skipped: cancelled (none left pending).
+    cancelled_rows = [r for r in rows if r.skip_reason == "cancelled"]
+    assert statuses.count("pending") == 0
+    assert len(cancelled_rows) == len(addresses) - settled
+    assert all(r.status == "skipped" and r.sent_at is None for r in cancelled_rows)
 
 
 def test_nobody_to_send_to_finishes_sent_at_once(

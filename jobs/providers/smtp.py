@@ -44,6 +44,8 @@ class SmtpProvider:
             self._conn.sendmail(message.sender, [message.recipient], message.data)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
+            if code == 421:  # the server is closing the connection: don't reuse it
+                self.close()
             return self._reply(code, reply)
         except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
             return self._reply(exc.smtp_code, exc.smtp_error)

@@ -186,11 +186,13 @@ class CampaignClient:
                                             request_id=request_id or new_request_id())
         return self.call(self.campaigns.CancelCampaign, request, safe=True).campaign
 
-    def schedule_campaign(self, campaign_id: int, scheduled_at: dt.datetime, *,
+    def schedule_campaign(self, campaign_id: int, scheduled_at: dt.datetime | None, *,
                           request_id: str | None = None) -> campaign_pb2.Campaign:
-        """Send at `scheduled_at` (an aware datetime)."""
-        request = cpb.ScheduleCampaignRequest(id=campaign_id, scheduled_at=timestamp(scheduled_at),
+        """Send at `scheduled_at` (an aware datetime); None keeps the time the campaign has."""
+        request = cpb.ScheduleCampaignRequest(id=campaign_id,
                                               request_id=request_id or new_request_id())
+        if scheduled_at is not None:
+            request.scheduled_at.CopyFrom(timestamp(scheduled_at))
         return self.call(self.campaigns.ScheduleCampaign, request, safe=True).campaign
 
     def send_campaign_now(self, campaign_id: int, *, request_id: str | None = None
