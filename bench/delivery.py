@@ -105,10 +105,11 @@ def _rss_kb(pid: int) -> int:
 
 
 def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
-    ).stdout.split()
-    kids = [int(p) for p in out]
+    """Children (RQ's forked job processes) via /proc, without spawning `ps`."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            kids += [int(k) for k in task.read_text().split()]
     return kids + [g for k in kids for g in _descendants(k)]
 
 
@@ -211,7 +212,7 @@ def _measure(
             peak[p.pid] = max(peak[p.pid], rss)
         if c.status in (campaign_pb2.CAMPAIGN_STATUS_SENT, campaign_pb2.CAMPAIGN_STATUS_FAILED):
             break
-        time.sleep(0.2)
+        time.sleep(0.5)
     started = c.started_at.ToDatetime().timestamp()
     completed = c.completed_at.ToDatetime().timestamp()
     return {

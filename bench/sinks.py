@@ -5,7 +5,9 @@ Twilio-compatible HTTP endpoint for SMS (run as its own process: `python -m benc
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -38,20 +40,35 @@ def start_smtp_sink() -> tuple[subprocess.Popen[bytes], int]:
     if not shutil.which(binary):
         sys.exit("smtp-sink not found: install Postfix (apt-get install postfix), which ships it")
     port = free_port()
+    # As root it must drop privileges to a user; Postfix's package creates "postfix".
+    user = ["-u", "postfix"] if os.geteuid() == 0 else []
     proc = subprocess.Popen(
-        [binary, "-c", f"127.0.0.1:{port}", "1000"],
+        [binary, *user, "-c", f"127.0.0.1:{port}", "1000"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
-    time.sleep(0.3)
+    _wait_for(port, proc)
     return proc, port
 
 
 def start_twilio_sink() -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "bench.sinks", str(port)])
-    time.sleep(0.5)
+    _wait_for(port, proc)
     return proc, port
+
+
+def _wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            sys.exit(f"sink exited at start: {err}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    sys.exit(f"sink did not listen on {port}")
 
 
 if __name__ == "__main__":

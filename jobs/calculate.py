@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 CALCULATE_TIMEOUT = 3600  # seconds RQ lets one calculation run
 
 
-def _entry(campaign: Campaign, user: UserRow) -> dict[str, Any]:
+def _entry(campaign: Campaign, user: UserRow) -> tuple[int, int, str, str, str]:
+    """(campaign_id, user_id, address, status, skip_reason) of one matched user."""
     email = campaign.channel == "email"
     address = user.email if email else user.phone
     consent = user.email_consent if email else user.sms_consent
@@ -39,13 +40,8 @@ def _entry(campaign: Campaign, user: UserRow) -> dict[str, Any]:
         reason = SkipReason.UNSUBSCRIBED
     elif ("@" not in address) if email else not address.startswith("+"):
         reason = SkipReason.INVALID_ADDRESS
-    return {
-        "campaign": campaign.id,
-        "user_id": user.id,
-        "address": address or "",
-        "status": DeliveryStatus.SKIPPED if reason else DeliveryStatus.PENDING,
-        "skip_reason": reason,
-    }
+    status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.PENDING
+    return (campaign.id, user.id, address or "", str(status), str(reason))
 
 
 def _move(campaign_id: int, action: Action, **changes: Any) -> bool:

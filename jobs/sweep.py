@@ -19,7 +19,7 @@ from jobs import kickoff, ledger
 from jobs.calculate import CALCULATE_TIMEOUT, calculate
 from jobs.context import delivery_settings, ensure_database
 from jobs.delivery import enqueue_send
-from server.db import release_connection
+from server.db import release_connection, tuples
 from server.models import Campaign, utcnow
 from server.status import Status
 
@@ -48,15 +48,11 @@ def stale_campaigns(stale_seconds: int) -> list[tuple[int, str]]:
     ensure_database()
     cutoff = utcnow() - dt.timedelta(seconds=stale_seconds)
     try:
-        query = (
-            Campaign.select(Campaign.id, Campaign.status)
-            .where(
-                Campaign.status.in_([Status.CALCULATING, Status.SENDING])
-                & (Campaign.heartbeat_at.is_null() | (Campaign.heartbeat_at < cutoff))
-            )
-            .tuples()
+        query = Campaign.select(Campaign.id, Campaign.status).where(
+            Campaign.status.in_([Status.CALCULATING, Status.SENDING])
+            & (Campaign.heartbeat_at.is_null() | (Campaign.heartbeat_at < cutoff))
         )
-        return list(query)
+        return [(int(i), str(s)) for i, s in tuples(query)]
     finally:
         release_connection()
 

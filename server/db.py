@@ -53,8 +53,13 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-def open_database(url: str, pool_size: int = 20) -> peewee.Database:
-    """Open the database named by `url` and point every model at it."""
+def open_database(url: str, pool_size: int = 20, *, async_commit: bool = False) -> peewee.Database:
+    """Open the database named by `url` and point every model at it.
+
+    `async_commit` (PostgreSQL, for workers): commits return before the WAL is flushed. A
+    PostgreSQL crash can then lose the last fraction of a second of commits, never corrupt
+    anything; code whose commit must survive that (marking rows in flight before a send)
+    asks for `durable_commit()` inside its transaction."""
     scheme = urlparse(url).scheme
     if scheme.startswith("sqlite"):
         db = _sqlite(url, pool_size)
@@ -66,6 +71,7 @@ def open_database(url: str, pool_size: int = 20) -> peewee.Database:
             stale_timeout=300,
             timeout=30,
             field_types={"JSONDOC": "JSONB"},
+            **({"options": "-c synchronous_commit=off"} if async_commit else {}),
         )
     else:
         raise DatabaseURLError(
@@ -73,6 +79,12 @@ def open_database(url: str, pool_size: int = 20) -> peewee.Database:
         )
     database.initialize(db)
     return db
+
+
+def durable_commit() -> None:
+    """Inside a transaction: this commit waits for the WAL flush whatever the session says."""
+    if is_postgres():
+        database.execute_sql("SET LOCAL synchronous_commit = on")
 
 
 def is_postgres() -> bool:

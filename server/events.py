@@ -21,6 +21,7 @@ from server.models import (
     Campaign,
     Delivery,
     DeliveryEvent,
+    DeliveryStatus,
     EventType,
     Suppression,
     User,
@@ -29,13 +30,15 @@ from server.models import (
 from server.validation import invalid
 
 MAX_EVENTS = 1000
-# event type -> ledger columns set the first time it happens
+# event type -> ledger columns set the first time it happens. A click proves an open, and
+# an open, a click or an unsubscribe through the message proves its delivery: the rates
+# (opened / delivered...) stay within 0..1 even where no provider reports deliveries.
 _FIRST_TIMES: dict[str, tuple[str, ...]] = {
     EventType.DELIVERED: ("delivered_at",),
     EventType.BOUNCED_HARD: ("bounced_at",),
-    EventType.OPENED: ("opened_at",),
-    EventType.CLICKED: ("clicked_at", "opened_at"),  # a click proves an open
-    EventType.UNSUBSCRIBED: ("unsubscribed_at",),
+    EventType.OPENED: ("opened_at", "delivered_at"),
+    EventType.CLICKED: ("clicked_at", "opened_at", "delivered_at"),
+    EventType.UNSUBSCRIBED: ("unsubscribed_at", "delivered_at"),
 }
 _SUPPRESSING: dict[str, str] = {
     EventType.BOUNCED_HARD: "hard_bounce",
@@ -53,6 +56,7 @@ class EventInput:
     occurred_at: dt.datetime | None = None
     url: str = ""
     detail: str = ""
+    problem: str = ""  # set by the caller when the event could not even be read
 
 
 @dataclass
@@ -101,6 +105,8 @@ def _effects(event: EventInput, delivery: Delivery, when: dt.datetime) -> None:
 
 
 def _problem(event: EventInput) -> str:
+    if event.problem:
+        return event.problem
     if event.type not in set(EventType):
         return "type is required"
     if not event.provider_message_id and not (event.campaign_id > 0 and event.user_id > 0):
@@ -118,6 +124,8 @@ def record_one(event: EventInput) -> bool | str:
     delivery = _delivery(event)
     if delivery is None:
         return "no delivery matches this provider_message_id / campaign_id and user_id"
+    if delivery.status == DeliveryStatus.SKIPPED:
+        return f"this recipient was skipped ({delivery.skip_reason}): no message was sent"
     when = event.occurred_at or utcnow()
     try:
         with write_transaction():

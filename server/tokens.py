@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, Signer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 OPEN, CLICK, UNSUBSCRIBE = "o", "c", "u"
 
@@ -27,21 +28,28 @@ class InvalidToken(ValueError):
 
 
 class TokenSigner:
+    """HMAC-signed tokens (itsdangerous.Signer) over a compact payload. A Signer rather than a
+    serializer: the serializer's JSON and zlib cost more than the rest of building a message."""
+
+    _SEP = "\x1f"  # never in an id, a purpose code or a URL
+
     def __init__(self, secret: str) -> None:
-        self._serializer = URLSafeSerializer(secret, salt="campaigns.v1.links")
+        self._signer = Signer(secret, salt="campaigns.v1.links")
 
     def sign(self, token: LinkToken) -> str:
-        payload: list[object] = [token.campaign_id, token.user_id, token.purpose]
+        fields = [str(token.campaign_id), str(token.user_id), token.purpose]
         if token.url:
-            payload.append(token.url)
-        return str(self._serializer.dumps(payload))
+            fields.append(token.url)
+        payload = base64_encode(self._SEP.join(fields).encode())
+        return self._signer.sign(payload).decode("ascii")
 
     def verify(self, text: str, purpose: str) -> LinkToken:
         try:
-            payload = self._serializer.loads(text)
-            campaign_id, user_id, kind = int(payload[0]), int(payload[1]), str(payload[2])
-            url = str(payload[3]) if len(payload) > 3 else ""
-        except (BadSignature, ValueError, TypeError, IndexError) as exc:
+            payload = base64_decode(self._signer.unsign(text)).decode()
+            fields = payload.split(self._SEP, 3)
+            campaign_id, user_id, kind = int(fields[0]), int(fields[1]), fields[2]
+            url = fields[3] if len(fields) > 3 else ""
+        except (BadSignature, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
             raise InvalidToken("invalid link token") from exc
         if kind != purpose:
             raise InvalidToken("token made for another purpose")

@@ -111,7 +111,7 @@ class TrackingApp:
 
     def on_unsubscribe(self, request: Request, token: str) -> Response:
         link = self._token(token, UNSUBSCRIBE)
-        if request.method == "GET":  # a GET never unsubscribes: scanners follow links
+        if request.method != "POST":  # a GET (or HEAD) never unsubscribes: scanners follow links
             form = (
                 f"<form method=post action='/u/{html.escape(token)}'><p>Stop receiving "
                 "these messages?</p><button type=submit name=List-Unsubscribe "

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.providers import EmailProvider, SmsProvider
 from jobs.providers.outbox import OutboxProvider
 from jobs.providers.smtp import SmtpProvider
 from jobs.providers.twilio import TwilioProvider
 from server.config import DeliverySettings
 
 
-def make_provider(channel: str, settings: DeliverySettings) -> EmailProvider | SmsProvider | Any:
+def make_provider(channel: str, settings: DeliverySettings) -> Any:
+    """An EmailProvider for "email", an SmsProvider for "sms" (OutboxProvider is both)."""
     if channel == "email":
         return (
             SmtpProvider(settings)

@@ -14,6 +14,7 @@ from server.config import DeliverySettings
 
 class TwilioProvider:
     name = "twilio"
+    concurrency = 4  # requests in flight at once; the client pools keep-alive connections
 
     def __init__(self, settings: DeliverySettings) -> None:
         self.settings = settings

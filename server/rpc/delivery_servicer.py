@@ -8,6 +8,7 @@ from campaigns.v1 import delivery_service_pb2 as pb
 from campaigns.v1 import delivery_service_pb2_grpc as pb_grpc
 from server import events, recipients
 from server.events import EventInput
+from server.exceptions import InvalidArgument
 from server.listing import PageRequest
 from server.models import Delivery
 from server.rpc import convert
@@ -33,7 +34,12 @@ RECIPIENT_STATUS: dict[str, pb.RecipientStatus.ValueType] = {
 RECIPIENT_STATUS_FROM_PB: dict[int, str] = {v: k for k, v in RECIPIENT_STATUS.items()}
 
 
-def _event(index: int, e: pb.DeliveryEvent) -> EventInput:
+def _event(e: pb.DeliveryEvent) -> EventInput:
+    problem = ""
+    try:
+        occurred_at = convert.optional_timestamp(e, "occurred_at", "occurred_at")
+    except InvalidArgument as exc:  # a bad event is rejected alone, not the whole batch
+        occurred_at, problem = None, "; ".join(f"{v.field} {v.description}" for v in exc.violations)
     return EventInput(
         type=EVENT_TYPES.get(e.type, ""),
         event_id=e.event_id,
@@ -42,7 +48,8 @@ def _event(index: int, e: pb.DeliveryEvent) -> EventInput:
         user_id=e.user_id,
         url=e.url,
         detail=e.detail,
-        occurred_at=convert.optional_timestamp(e, "occurred_at", f"events[{index}].occurred_at"),
+        occurred_at=occurred_at,
+        problem=problem,
     )
 
 
@@ -73,7 +80,7 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     def RecordDeliveryEvents(
         self, request: pb.RecordDeliveryEventsRequest, context: grpc.ServicerContext
     ) -> pb.RecordDeliveryEventsResponse:
-        result = events.record_events([_event(i, e) for i, e in enumerate(request.events)])
+        result = events.record_events([_event(e) for e in request.events])
         return pb.RecordDeliveryEventsResponse(
             recorded=result.recorded,
             duplicates=result.duplicates,
