@@ -7,14 +7,25 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/campaigns/v1/*.proto)
 GEN_DIR := clients/python
+CLIENT := clients/python/campaign_client
+TS_DIR := clients/typescript
+TS_STAMP := $(TS_DIR)/node_modules/.installed
+RELEASED := contract/campaigns-v1.binpb
+NODE_CHECK := command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+  echo "error: node and npm are needed to build and test the TypeScript client ($(TS_DIR))." >&2; \
+  echo "Install Node.js 20 or newer with npm (e.g. 'apt-get install nodejs npm', or from" >&2; \
+  echo "nodejs.org), then run make again." >&2; exit 1; }
 
-.PHONY: help install run worker server test test-sqlite test-postgres lint format generate check-generated bench clean
+.PHONY: help install run worker server test test-sqlite test-postgres test-typescript lint format \
+  generate generate-typescript check-generated check-generated-typescript release-contract bench \
+  clean
 
 help:
 	@echo "make run      install and start gRPC server + RQ worker (with scheduler) + Redis"
 	@echo "make test     install and run the whole test suite (SQLite and PostgreSQL)"
-	@echo "make lint     ruff, mypy, buf lint/format, generated-code drift"
-	@echo "make generate regenerate Python code from proto/"
+	@echo "make lint     ruff, mypy, buf lint/format/breaking, generated-code drift"
+	@echo "make generate regenerate Python and TypeScript code from proto/"
+	@echo "make release-contract  record proto/ as the released contract ($(RELEASED))"
 	@echo "make bench    run the benchmarks (results in BENCHMARKS.md)"
 
 $(STAMP): pyproject.toml
@@ -35,31 +46,60 @@ server: $(STAMP)
 worker: $(STAMP)
 	$(PY) -m jobs
 
+# The Python suites (SQLite, PostgreSQL), then the TypeScript client's: both always run.
 test: $(STAMP)
-	$(PY) -m scripts.run_tests $(PYTEST_ARGS)
+	@status=0; $(PY) -m scripts.run_tests $(PYTEST_ARGS) || status=1; \
+	  $(MAKE) --no-print-directory test-typescript || status=1; exit $$status
+
+$(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	@$(NODE_CHECK)
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The TypeScript client: no drift from proto/, compiles, and its tests pass against a real
+# server (node --test starts one: Redis and `python -m server` from the venv).
+test-typescript: $(STAMP) $(TS_STAMP) check-generated-typescript
+	@$(NODE_CHECK)
+	cd $(TS_DIR) && npm run --silent build && node --test dist/test/*.test.js
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server jobs scripts tests
+	$(VENV)/bin/ruff check server jobs scripts tests $(CLIENT)
 	$(VENV)/bin/mypy
 	cd proto && ../$(VENV)/bin/buf lint && ../$(VENV)/bin/buf format -d --exit-code
+	cd proto && ../$(VENV)/bin/buf breaking --against ../$(RELEASED)
 	$(MAKE) check-generated
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format server jobs scripts tests
+	$(VENV)/bin/ruff format server jobs scripts tests $(CLIENT)
 	cd proto && ../$(VENV)/bin/buf format -w
 
-generate: $(STAMP)
+generate: $(STAMP) generate-typescript
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I proto \
 	  --python_out=$(GEN_DIR) --grpc_python_out=$(GEN_DIR) \
 	  --mypy_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) $(PROTOS)
 
+# ts-proto (from npm) as a local buf plugin; see clients/typescript/buf.gen.yaml.
+generate-typescript: $(STAMP) $(TS_STAMP)
+	cd $(TS_DIR) && rm -rf src/gen && ../../$(VENV)/bin/buf generate --template buf.gen.yaml
+
+check-generated-typescript: $(STAMP) $(TS_STAMP)
+	@out=$$(mktemp -d) && cd $(TS_DIR) && \
+	  ../../$(VENV)/bin/buf generate --template buf.gen.yaml -o $$out && \
+	  if diff -r $$out/src/gen src/gen >/dev/null; then rm -rf $$out; else \
+	    diff -r $$out/src/gen src/gen | head -20; rm -rf $$out; \
+	    echo "$(TS_DIR)/src/gen is out of date: run 'make generate' and commit" >&2; exit 1; fi
+
+# On a release: the contract as it stands becomes what `buf breaking` guards (make lint, tests).
+release-contract: $(STAMP)
+	cd proto && ../$(VENV)/bin/buf build -o ../$(RELEASED)
+
 # Fails when the checked-in generated code does not match proto/.
 check-generated: generate
-	@git diff --exit-code --stat -- $(GEN_DIR) || \
+	@git diff --exit-code --stat -- $(GEN_DIR)/campaigns $(TS_DIR)/src/gen || \
 	  (echo "generated code is out of date: run 'make generate' and commit" && exit 1)
 
 bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(TS_DIR)/node_modules $(TS_DIR)/dist

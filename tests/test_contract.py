@@ -1,14 +1,17 @@
-"""The contract itself: buf lint (STANDARD + COMMENTS) and format are clean, and the checked-in
-generated Python matches the .proto files (no drift)."""
+"""The contract itself: buf lint (STANDARD + COMMENTS) and format are clean, the checked-in
+generated Python matches the .proto files (no drift), and nothing breaks the released contract
+(contract/campaigns-v1.binpb, see README "Releasing the contract")."""
 
 from __future__ import annotations
 
 import filecmp
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+RELEASED = Path("contract") / "campaigns-v1.binpb"
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -40,5 +43,25 @@ def test_generated_code_matches_protos(repo_root: Path, tmp_path: Path) -> None:
     generated = tmp_path / "campaigns" / "v1"
     checked_in = repo_root / "clients" / "python" / "campaigns" / "v1"
     names = sorted(p.name for p in generated.iterdir())
-    match, mismatch, errors = filecmp.cmpfiles(generated, checked_in, names, shallow=False)
+    _match, mismatch, errors = filecmp.cmpfiles(generated, checked_in, names, shallow=False)
     assert not mismatch and not errors, f"run 'make generate': stale {mismatch + errors}"
+
+
+def test_no_breaking_change_against_the_released_contract(repo_root: Path) -> None:
+    image = repo_root / RELEASED
+    result = _run([str(BIN / "buf"), "breaking", "--against", str(image)], repo_root / "proto")
+    assert result.returncode == 0, (
+        "this change would break clients of the released contract:\n"
+        + result.stdout + result.stderr)
+
+
+def test_the_guard_catches_a_breaking_change(repo_root: Path, tmp_path: Path) -> None:
+    changed = tmp_path / "proto"
+    shutil.copytree(repo_root / "proto", changed)
+    campaign = changed / "campaigns" / "v1" / "campaign.proto"
+    text = campaign.read_text()
+    assert "  string sms_body = 8;" in text
+    campaign.write_text(text.replace("  string sms_body = 8;", "  string sms_text = 8;"))
+    result = _run([str(BIN / "buf"), "breaking", "--against", str(repo_root / RELEASED)],
+                  changed)
+    assert result.returncode != 0 and "sms_body" in result.stdout, result.stdout + result.stderr

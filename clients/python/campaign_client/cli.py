@@ -79,65 +79,73 @@ def _content(parser: argparse.ArgumentParser) -> None:
                         "or ISO 8601 with an offset")
 
 
-def _campaign_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
-                       ) -> None:
-    def command(name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(
-            name, parents=[common], help=help_text, description=help_text)
+class _Commands:
+    """Adds the subcommands, each with the connection options too."""
+
+    def __init__(self, sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+        self.sub, self.common = sub, common
+
+    def add(self, name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self.sub.add_parser(
+            name, parents=[self.common], help=help_text, description=help_text)
         parser.set_defaults(handler=handler)
         return parser
 
-    create = command("create", commands.create, "create a draft campaign")
-    for flag, kind in (("--org", int), ("--edition", int), ("--segment", int), ("--name", str)):
-        create.add_argument(flag, type=kind, required=True)
-    _content(create)
-    _request_id(create)
-    create.add_argument("-q", "--quiet", action="store_true", help="print only the new id")
-    create.set_defaults(channel=None)
+    def create_and_list(self) -> None:
+        create = self.add("create", commands.create, "create a draft campaign")
+        for flag, kind in (("--org", int), ("--edition", int), ("--segment", int),
+                           ("--name", str)):
+            create.add_argument(flag, type=kind, required=True)
+        _content(create)
+        _request_id(create)
+        create.add_argument("-q", "--quiet", action="store_true", help="print only the new id")
+        lister = self.add("list", commands.list_, "list campaigns as a table")
+        for flag in ("--org", "--edition", "--page", "--page-size"):
+            lister.add_argument(flag, type=int)
+        lister.add_argument("--channel", type=commands.channel_value, help="sms or email")
+        lister.add_argument("--status", type=commands.status_value, help="e.g. draft, sending")
+        lister.add_argument("--search", help="part of the name, any case")
+        lister.add_argument("--ordering", help="created, modified, name, scheduled_at or "
+                            "total_recipients; a leading - sorts descending (default -created)")
 
-    lister = command("list", commands.list_, "list campaigns as a table")
-    for flag in ("--org", "--edition", "--page", "--page-size"):
-        lister.add_argument(flag, type=int)
-    lister.add_argument("--channel", type=commands.channel_value, help="sms or email")
-    lister.add_argument("--status", type=commands.status_value, help="e.g. draft, sending")
-    lister.add_argument("--search", help="part of the name, any case")
-    lister.add_argument("--ordering", help="created, modified, name, scheduled_at or "
-                        "total_recipients; a leading - sorts descending (default -created)")
+    def changes(self) -> None:
+        _id(self.add("get", commands.get, "show one campaign"))
+        update = self.add("update", commands.update,
+                          "change fields of a draft or scheduled campaign")
+        _id(update)
+        update.add_argument("--name")
+        update.add_argument("--segment", type=int, help="segment id")
+        update.add_argument("--etag", help="update only if the campaign still has this etag")
+        _content(update)
+        schedule = self.add("schedule", commands.schedule, "send a campaign at a time")
+        _id(schedule)
+        schedule.add_argument("when", nargs="*", help="'YYYY-MM-DD HH:MM' in the edition's "
+                              "timezone, or ISO 8601 with an offset; omitted: the time it has")
+        _request_id(schedule)
+        for name, handler, text in (("send-now", commands.send_now, "start a campaign now"),
+                                    ("cancel", commands.cancel, "stop a campaign")):
+            parser = self.add(name, handler, text)
+            _id(parser)
+            _request_id(parser)
+        _id(self.add("delete", commands.delete, "delete a campaign that is not sending"))
 
-    _id(command("get", commands.get, "show one campaign"))
-    update = command("update", commands.update, "change fields of a draft or scheduled campaign")
-    _id(update)
-    update.add_argument("--name")
-    update.add_argument("--segment", type=int, help="segment id")
-    update.add_argument("--etag", help="update only if the campaign still has this etag")
-    _content(update)
-
-    schedule = command("schedule", commands.schedule, "send a campaign at a time")
-    _id(schedule)
-    schedule.add_argument("when", nargs="*", help="'YYYY-MM-DD HH:MM' in the edition's "
-                          "timezone, or ISO 8601 with an offset; omitted: the time it has")
-    _request_id(schedule)
-    for name, handler, text in (("send-now", commands.send_now, "start a campaign now"),
-                                ("cancel", commands.cancel, "stop a campaign")):
-        parser = command(name, handler, text)
-        _id(parser)
-        _request_id(parser)
-    _id(command("delete", commands.delete, "delete a campaign that is not sending"))
-    _id(command("stats", commands.stats, "show a campaign's delivery figures"))
-    watcher = command("watch", commands.watch_, "follow a campaign live until it ends")
-    _id(watcher)
-    watcher.add_argument("--plain", action="store_true", help="a line per change, no bar")
-
-    imports = command("import-users", commands.import_users, "import users from a CSV file")
-    imports.add_argument("file", help="CSV with external_id,email,phone,first_name,last_name,"
-                         "language,email_consent,sms_consent; other columns become attributes")
-    imports.add_argument("--org", type=int, required=True)
-    imports.add_argument("--edition", type=int, help="edition every user joins")
-    imports.add_argument("--batch-size", type=int, default=500)
-    imports.add_argument("--strict", action="store_true", help="exit 4 if any row is rejected")
-    imports.add_argument("--show-rejections", type=int, default=20, metavar="N",
-                         help="list at most N rejected rows (default 20)")
-    imports.add_argument("--plain", action="store_true", help="no progress bar")
+    def progress(self) -> None:
+        _id(self.add("stats", commands.stats, "show a campaign's delivery figures"))
+        watcher = self.add("watch", commands.watch_, "follow a campaign live until it ends")
+        _id(watcher)
+        watcher.add_argument("--plain", action="store_true", help="a line per change, no bar")
+        imports = self.add("import-users", commands.import_users, "import users from a CSV")
+        imports.add_argument("file", help="CSV with external_id,email,phone,first_name,"
+                             "last_name,language,email_consent,sms_consent; other columns "
+                             "become attributes")
+        imports.add_argument("--org", type=int, required=True)
+        imports.add_argument("--edition", type=int, help="edition every user joins")
+        imports.add_argument("--batch-size", type=int, default=500)
+        imports.add_argument("--strict", action="store_true",
+                             help="exit 4 if any row is rejected")
+        imports.add_argument("--show-rejections", type=int, default=20, metavar="N",
+                             help="list at most N rejected rows (default 20)")
+        imports.add_argument("--plain", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid argument or "
                "precondition, 5 unavailable", formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _campaign_commands(sub, common)
+    adder = _Commands(sub, common)
+    adder.create_and_list()
+    adder.changes()
+    adder.progress()
     return parser
 
 

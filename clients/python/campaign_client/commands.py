@@ -54,7 +54,7 @@ def when(text: str, timezone: str) -> dt.datetime:
 def _show(out: Console, args: argparse.Namespace, campaign: campaign_pb2.Campaign,
           line: bool = False) -> int:
     if args.json:
-        out.print(render.as_json(campaign), markup=False)
+        render.print_json(out, campaign)
     elif line:
         out.print(render.one_line(campaign), markup=False)
     else:
@@ -82,7 +82,7 @@ def list_(client: CampaignClient, args: argparse.Namespace, out: Console) -> int
         channel=args.channel or 0, status=args.status or 0, search=args.search or "",
         ordering=args.ordering or "", page=args.page or 0, page_size=args.page_size or 0)
     if args.json:
-        out.print(render.as_json(response), markup=False)
+        render.print_json(out, response)
         return EXIT_OK
     if response.results:
         out.print(render.campaign_table(response))
@@ -135,22 +135,28 @@ def cancel(client: CampaignClient, args: argparse.Namespace, out: Console) -> in
 
 def stats(client: CampaignClient, args: argparse.Namespace, out: Console) -> int:
     figures = client.get_campaign_stats(args.id)
-    out.print(render.as_json(figures) if args.json else render.stats_detail(figures),
-              markup=False)
+    if args.json:
+        render.print_json(out, figures)
+    else:
+        out.print(render.stats_detail(figures))
     return EXIT_OK
 
 
 def watch_(client: CampaignClient, args: argparse.Namespace, out: Console) -> int:
     campaign = client.get_campaign(args.id)
-    err = render.console(stderr=True)
-    live = err.is_terminal and not args.plain
-    meter = watch.Meter()
     updates = client.watch_campaign_stats(args.id)
-    final = watch.follow(updates, f"campaign {campaign.id}", err, live, meter)
+    meter = watch.Meter()
+    if args.json:  # one JSON line per update on stdout, for scripts
+        final = watch.follow_json(updates, out)
+    else:
+        err = render.console(stderr=True)
+        live = err.is_terminal and not args.plain
+        final = watch.follow(updates, f"campaign {campaign.id}", err, live, meter)
     if final is None:
         print(f"campaignctl: the watch of campaign {args.id} ended early", file=sys.stderr)
         return EXIT_ERROR
-    out.print(watch.summary(args.id, final, meter), markup=False)
+    if not args.json:
+        out.print(watch.summary(args.id, final, meter), markup=False)
     if final.status == FAILED:
         reason = client.get_campaign(args.id).error_message or "no reason given"
         print(f"campaignctl: campaign {args.id} failed: {reason}", file=sys.stderr)
@@ -165,7 +171,7 @@ def import_users(client: CampaignClient, args: argparse.Namespace, out: Console)
     result = importer.import_file(client, path, args.org, args.edition or 0, args.batch_size,
                                   err, live)
     if args.json:
-        out.print(render.as_json(result.response), markup=False)
+        render.print_json(out, result.response)
     else:
         out.print(importer.summary(path, result), markup=False)
         table = importer.rejection_table(result, args.show_rejections)

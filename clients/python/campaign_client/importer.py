@@ -13,6 +13,7 @@ from rich.table import Table
 
 from campaign_client.client import CampaignClient
 from campaign_client.csvusers import Rejection, count_rows, read_users
+from campaign_client.render import plain
 from campaigns.v1 import audience_service_pb2 as apb
 
 
@@ -68,11 +69,11 @@ def rejection_table(result: ImportResult, limit: int) -> Table | None:
     """The first `limit` rejected rows; None when there are none."""
     if not result.rejections or limit <= 0:
         return None
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for name in ("ROW", "EXTERNAL_ID", "FIELD", "REASON"):
         table.add_column(name, justify="right" if name == "ROW" else "left")
     for item in result.rejections[:limit]:
-        table.add_row(str(item.row), item.external_id or "-", item.field or "-", item.reason)
+        table.add_row(*plain(item.row, item.external_id or "-", item.field or "-", item.reason))
     more = result.rejected - min(limit, len(result.rejections))
     if more > 0:
         table.caption = f"... and {more} more"

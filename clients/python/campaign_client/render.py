@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 from google.protobuf import json_format
@@ -11,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from campaign_client.when import show
 from campaigns.v1 import campaign_pb2
@@ -26,8 +28,24 @@ def console(stderr: bool = False) -> Console:
     return out
 
 
+def plain(*values: Any) -> list[Text]:
+    """Cells shown as they are: a name like "[red]" is text, not rich markup."""
+    return [Text(str(value)) for value in values]
+
+
 def as_json(message: Message) -> str:
     return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2)
+
+
+def print_json(out: Console, message: Message) -> None:
+    """JSON as is: no markup, no highlighting, never wrapped."""
+    out.print(as_json(message), markup=False, highlight=False, soft_wrap=True)
+
+
+def as_json_line(message: Message) -> str:
+    """One message as compact JSON on one line (for streams: one line per message)."""
+    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True),
+                      separators=(",", ":"))
 
 
 def channel_name(value: int) -> str:
@@ -48,14 +66,14 @@ def when(stamp: Timestamp, timezone: str, present: bool) -> str:
 
 
 def campaign_table(response: cpb.ListCampaignsResponse) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for name in ("ID", "NAME", "CHANNEL", "STATUS", "SCHEDULED", "RECIPIENTS", "SENT", "FAILED"):
         numeric = name in ("ID", "RECIPIENTS", "SENT", "FAILED")
         table.add_column(name, justify="right" if numeric else "left", no_wrap=name != "NAME")
     for c in response.results:
-        table.add_row(str(c.id), c.name, channel_name(c.channel), status_name(c.status),
-                      when(c.scheduled_at, c.timezone, c.HasField("scheduled_at")),
-                      str(c.total_recipients), str(c.sent_count), str(c.failed_count))
+        table.add_row(*plain(c.id, c.name, channel_name(c.channel), status_name(c.status),
+                             when(c.scheduled_at, c.timezone, c.HasField("scheduled_at")),
+                             c.total_recipients, c.sent_count, c.failed_count))
     return table
 
 
@@ -73,7 +91,7 @@ def _pairs(rows: list[tuple[str, Any]]) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, str(value))
+        table.add_row(*plain(key, value))
     return table
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
-from campaign_client.render import status_name
+from campaign_client.render import as_json_line, status_name
 from campaigns.v1 import campaign_pb2
 from campaigns.v1 import campaign_service_pb2 as cpb
 
@@ -132,6 +132,16 @@ def _follow_plain(updates: Iterable[cpb.WatchCampaignStatsResponse], console: Co
     for update in updates:
         meter.add(done_of(update.stats))
         console.print(plain_line(update.stats, meter))
+        if update.final:
+            return update.stats
+    return None
+
+
+def follow_json(updates: Iterable[cpb.WatchCampaignStatsResponse], out: Console
+                ) -> campaign_pb2.CampaignStats | None:
+    """Each update as one line of JSON; returns the final figures."""
+    for update in updates:
+        out.print(as_json_line(update), markup=False, soft_wrap=True)
         if update.final:
             return update.stats
     return None

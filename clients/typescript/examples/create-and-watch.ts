@@ -1,11 +1,29 @@
 /**
- * Create a campaign for everyone in a new edition, send it now, and follow its figures live.
+ * Import three users into a new edition, create an SMS campaign for everyone in it, send it
+ * now, and follow its figures live.
  *
  *   npm run build && node dist/examples/create-and-watch.js [host:port] [organization_id]
  *
  * Against `make run` (which starts a worker) the campaign goes calculating -> sending -> sent.
  */
-import { CampaignStatus, Channel, connect, unary } from "../src";
+import {
+  type AudienceServiceClient, CampaignStatus, Channel, connect, type ImportUsersResponse, unary,
+  User,
+} from "../src";
+
+function importUsers(audience: AudienceServiceClient, organizationId: number,
+  editionId: number): Promise<ImportUsersResponse> {
+  return new Promise((resolve, reject) => {
+    const stream = audience.importUsers((error, response) =>
+      error ? reject(error) : resolve(response));
+    const users = ["Ann", "Bo", "Cy"].map((name, i) => User.fromPartial({
+      externalId: `example-${name.toLowerCase()}`, firstName: name,
+      phone: `+45201234${50 + i}`, smsConsent: true,
+    }));
+    stream.write({ organizationId, editionId, users });
+    stream.end();
+  });
+}
 
 async function main(): Promise<void> {
   const target = process.argv[2] ?? process.env.CAMPAIGNS_TARGET ?? "127.0.0.1:50051";
@@ -18,6 +36,8 @@ async function main(): Promise<void> {
         defaultCountryCode: "+45", defaultLanguage: "", startDate: "", endDate: "",
       },
     });
+    const imported = await importUsers(audience, organizationId, edition!.id);
+    console.log(`imported users: ${imported.created} created, ${imported.updated} updated`);
     const { segment } = await unary(audience.createSegment.bind(audience), {
       segment: {
         id: 0, organizationId, editionId: edition!.id, name: "Everyone", expression: "true",

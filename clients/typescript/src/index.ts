@@ -32,6 +32,7 @@ export * from "./gen/campaigns/v1/email_message";
 export * from "./gen/campaigns/v1/email_message_service";
 export * from "./gen/campaigns/v1/delivery_service";
 export { status };
+export type { ServiceError };
 
 /** How to reach the server. */
 export interface ConnectOptions {

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
-  CampaignStatus, Channel, collect, type ServiceError, status, unary,
+  CampaignStatus, Channel, collect, type ImportUsersResponse, type ServiceError, status, unary,
+  User,
 } from "../src";
 import { type RunningServer, startServer } from "./server";
 
@@ -74,4 +75,21 @@ test("a watch ends with a final snapshot once the campaign is cancelled", async 
   const last = snapshots[snapshots.length - 1];
   assert.equal(last.final, true);
   assert.equal(last.stats?.status, CampaignStatus.CAMPAIGN_STATUS_CANCELLED);
+});
+
+test("imports users over a client stream", async () => {
+  const { audience } = server.clients;
+  const result = await new Promise<ImportUsersResponse>((resolve, reject) => {
+    const stream = audience.importUsers((error, response) =>
+      error ? reject(error) : resolve(response));
+    const user = (externalId: string, email: string) => User.fromPartial({
+      externalId, email, emailConsent: true, attributes: { tier: "vip" },
+    });
+    stream.write({ organizationId: 103, editionId: 0, users: [user("a", "a@example.com")] });
+    stream.write({ organizationId: 103, editionId: 0, users: [user("b", "not-an-email")] });
+    stream.end();
+  });
+  assert.equal(result.created, 1);
+  assert.equal(result.rejected, 1);
+  assert.equal(result.rejections[0].field, "email");
 });
