@@ -77,7 +77,10 @@ def _dedupe_key(event: EventInput, delivery: Delivery) -> str:
 
 def _delivery(event: EventInput) -> Delivery | None:
     if event.provider_message_id:
-        return Delivery.get_or_none(Delivery.provider_message_id == event.provider_message_id)
+        # A Message-ID may come with or without its angle brackets.
+        bare = event.provider_message_id.strip().strip("<>")
+        candidates = [event.provider_message_id, bare, f"<{bare}>"]
+        return Delivery.get_or_none(Delivery.provider_message_id.in_(candidates))
     return Delivery.get_or_none(
         (Delivery.campaign == event.campaign_id) & (Delivery.user_id == event.user_id)
     )

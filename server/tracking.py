@@ -86,27 +86,29 @@ class TrackingApp:
 
     def on_open(self, request: Request, token: str) -> Response:
         link = self._token(token, OPEN)
-        events.record_one(
-            EventInput(
-                type=EventType.OPENED,
-                event_id=uuid.uuid4().hex,
-                campaign_id=link.campaign_id,
-                user_id=link.user_id,
+        if request.method == "GET":  # HEAD (link checkers, proxies) records nothing
+            events.record_one(
+                EventInput(
+                    type=EventType.OPENED,
+                    event_id=uuid.uuid4().hex,
+                    campaign_id=link.campaign_id,
+                    user_id=link.user_id,
+                )
             )
-        )
         return Response(PIXEL, mimetype="image/gif", headers=NO_STORE)
 
     def on_click(self, request: Request, token: str) -> Response:
         link = self._token(token, CLICK)
-        events.record_one(
-            EventInput(
-                type=EventType.CLICKED,
-                event_id=uuid.uuid4().hex,
-                campaign_id=link.campaign_id,
-                user_id=link.user_id,
-                url=link.url,
+        if request.method == "GET":  # HEAD (link checkers, proxies) records nothing
+            events.record_one(
+                EventInput(
+                    type=EventType.CLICKED,
+                    event_id=uuid.uuid4().hex,
+                    campaign_id=link.campaign_id,
+                    user_id=link.user_id,
+                    url=link.url,
+                )
             )
-        )
         return Response(status=302, headers={"Location": link.url, **NO_STORE})
 
     def on_unsubscribe(self, request: Request, token: str) -> Response:

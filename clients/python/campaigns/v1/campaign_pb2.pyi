@@ -263,7 +263,9 @@ class CampaignStats(_message.Message):
     pending: _builtins.int
     """Recipients not yet in a final state (queued, in flight or waiting to retry)."""
     opens_total: _builtins.int
-    """Opens counted every time (`opened` counts recipients)."""
+    """Opens counted every time the pixel is fetched (`opened` counts recipients, including
+    those who only clicked: images are often blocked).
+    """
     clicks_total: _builtins.int
     """Clicks counted every time (`clicked` counts recipients)."""
     skipped: _builtins.int

@@ -228,7 +228,10 @@ export interface CampaignStats {
   observedAt?:
     | Date
     | undefined;
-  /** Opens counted every time (`opened` counts recipients). */
+  /**
+   * Opens counted every time the pixel is fetched (`opened` counts recipients, including
+   * those who only clicked: images are often blocked).
+   */
   opensTotal: number;
   /** Clicks counted every time (`clicked` counts recipients). */
   clicksTotal: number;
