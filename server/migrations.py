@@ -60,11 +60,20 @@ def _v4_delivery_events(db: pw.Database) -> None:
     )
 
 
+def _v5_claim_index(db: pw.Database) -> None:
+    db.execute_sql(
+        "CREATE INDEX IF NOT EXISTS delivery_campaign_id_status_id"
+        " ON delivery (campaign_id, status, id)"
+    )
+    db.execute_sql("DROP INDEX IF EXISTS delivery_campaign_id_status")
+
+
 STEPS: list[Callable[[pw.Database], None]] = [
     _v1_initial,
     _v2_audience_and_content,
     _v3_delivery_engine,
     _v4_delivery_events,
+    _v5_claim_index,
 ]
 
 

@@ -139,7 +139,9 @@ class Delivery(BaseModel):
     class Meta:
         indexes = (
             (("campaign", "user_id"), True),
-            (("campaign", "status"), False),
+            # Claims take the lowest pending ids: with id in the index that is a range read,
+            # not a sort of every pending row per claim.
+            (("campaign", "status", "id"), False),
             (("provider_message_id",), False),
         )
 

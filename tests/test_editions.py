@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from campaigns.v1 import audience_service_pb2 as apb
-from campaigns.v1 import edition_pb2
 from google.protobuf import field_mask_pb2
 
+from campaigns.v1 import audience_service_pb2 as apb
+from campaigns.v1 import edition_pb2
 from tests.helpers import details, violated_fields
 
 MISSING_ID = 9_000_000_000_000

@@ -16,13 +16,13 @@ from typing import Any
 
 import grpc
 import pytest
-from campaigns.v1 import edition_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from campaigns.v1 import edition_pb2
 from scripts import localredis
 from server.app import build
 from server.config import Settings

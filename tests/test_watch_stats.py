@@ -17,9 +17,9 @@ from typing import Any
 
 import grpc
 import pytest
+
 from campaigns.v1 import campaign_pb2
 from campaigns.v1 import campaign_service_pb2 as cpb
-
 from server.db import release_connection
 from server.models import Delivery, DeliveryStatus, utcnow
 from tests.helpers import details, make_campaign, make_edition
