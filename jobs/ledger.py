@@ -7,12 +7,13 @@ worker that lost its rows to the reaper can never overwrite what another worker 
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import peewee as pw
-from psycopg2.extras import execute_values
 
 from server.db import database, durable_commit, is_postgres, tuples, write_transaction
 from server.models import Delivery, DeliveryStatus, SkipReason, Suppression, utcnow
@@ -49,25 +50,44 @@ _FREEZE_COLUMNS = (
 
 def freeze(rows: Sequence[tuple[int, int, str, str, str]]) -> None:
     """Insert ledger rows (campaign_id, user_id, address, status, skip_reason); a row already
-    there (a re-run after a crash) is left alone. One multi-row statement per batch, built by
-    the driver: building it through the ORM cost more than the calculation itself."""
+    there (a re-run after a crash) is left alone. Built by the driver, not the ORM: building
+    the statement through the ORM cost more than the calculation itself."""
     if not rows:
         return
-    now = utcnow()
-    values = [(*row, 0, "", now, now) for row in rows]
-    columns = ", ".join(_FREEZE_COLUMNS)
     if is_postgres():
-        execute_values(
-            database.cursor(),
-            f"INSERT INTO delivery ({columns}) VALUES %s ON CONFLICT DO NOTHING",
-            values,
-            page_size=len(values),
+        _freeze_postgres(rows)
+        return
+    now = str(utcnow())
+    marks = ", ".join("?" * len(_FREEZE_COLUMNS))
+    database.cursor().executemany(
+        f"INSERT OR IGNORE INTO delivery ({', '.join(_FREEZE_COLUMNS)}) VALUES ({marks})",
+        [(*row, 0, "", now, now) for row in rows],
+    )
+
+
+def _freeze_postgres(rows: Sequence[tuple[int, int, str, str, str]]) -> None:
+    """COPY into a scratch table, then one INSERT ... SELECT ... ON CONFLICT DO NOTHING:
+    COPY itself cannot skip the rows a previous run already wrote."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    buffer.seek(0)
+    now = utcnow()
+    cursor = database.cursor()
+    with write_transaction():
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS delivery_stage (campaign_id bigint, user_id bigint,"
+            " address text, status text, skip_reason text) ON COMMIT DELETE ROWS"
         )
-    else:
-        marks = ", ".join("?" * len(_FREEZE_COLUMNS))
-        database.cursor().executemany(
-            f"INSERT OR IGNORE INTO delivery ({columns}) VALUES ({marks})",
-            [(*v[:7], str(now), str(now)) for v in values],
+        cursor.copy_expert(
+            "COPY delivery_stage FROM STDIN"
+            " WITH (FORMAT csv, FORCE_NOT_NULL (address, skip_reason))",
+            buffer,
+        )
+        cursor.execute(
+            f"INSERT INTO delivery ({', '.join(_FREEZE_COLUMNS)})"
+            " SELECT campaign_id, user_id, address, status, skip_reason, 0, '', %s, %s"
+            " FROM delivery_stage ON CONFLICT DO NOTHING",
+            (now, now),
         )
 
 

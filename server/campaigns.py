@@ -199,10 +199,13 @@ def list_campaigns(flt: CampaignFilter, ordering: str, page: PageRequest) -> Pag
         query = query.where(cond)
     descending = (ordering or DEFAULT_ORDERING).startswith("-")
     field = ORDERINGS[key]
+    # NULLS LAST only where NULLs exist: on a NOT NULL column it would stop PostgreSQL from
+    # reading the (key, id) index backwards for a descending order.
+    nulls = {"nulls": "LAST"} if field.null else {}
     if descending:
-        query = query.order_by(field.desc(nulls="LAST"), Campaign.id.desc())
+        query = query.order_by(field.desc(**nulls), Campaign.id.desc())
     else:
-        query = query.order_by(field.asc(nulls="LAST"), Campaign.id.asc())
+        query = query.order_by(field.asc(**nulls), Campaign.id.asc())
     return paginate(query, number, size)
 
 

@@ -66,6 +66,8 @@ def _v5_claim_index(db: pw.Database) -> None:
         " ON delivery (campaign_id, status, id)"
     )
     db.execute_sql("DROP INDEX IF EXISTS delivery_campaign_id_status")
+    # Redundant with the unique (campaign_id, user_id) index; every ledger insert paid for it.
+    db.execute_sql("DROP INDEX IF EXISTS delivery_campaign_id")
 
 
 STEPS: list[Callable[[pw.Database], None]] = [

@@ -115,7 +115,10 @@ class Delivery(BaseModel):
     """The ledger: one row per (campaign, user), the record of what that user was sent."""
 
     id = pw.BigAutoField()
-    campaign = pw.ForeignKeyField(Campaign, column_name="campaign_id", on_delete="CASCADE")
+    # No index of its own: the unique (campaign, user_id) index serves every lookup by campaign.
+    campaign = pw.ForeignKeyField(
+        Campaign, column_name="campaign_id", on_delete="CASCADE", index=False
+    )
     campaign_id: int
     user_id = pw.BigIntegerField()
     address = pw.CharField(max_length=320, default="")  # frozen at calculation

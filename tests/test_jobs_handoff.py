@@ -226,7 +226,7 @@ def test_the_sweep_kicks_off_a_due_campaign_whose_job_was_lost(
     move_scheduled_at(campaign.id, utcnow() - dt.timedelta(seconds=1))
     assert get(campaigns, campaign.id).status == SCHEDULED
     # The sweep runs at worker start and every 15 s.
-    assert wait_until(lambda: get(campaigns, campaign.id).status != SCHEDULED, 20, 0.25), (
+    assert wait_until(lambda: get(campaigns, campaign.id).status != SCHEDULED, 40, 0.25), (
         worker.output())
     job = finished_job(f"sweep-kickoff-{campaign.id}", rq_redis, worker, 5)
     assert job.return_value() == "sending"
