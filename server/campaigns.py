@@ -15,6 +15,7 @@ from jobs import ledger
 from server import transitions
 from server.config import MAX_NAME_LENGTH, MAX_SEARCH_LENGTH, MAX_SMS_BODY_LENGTH
 from server.db import is_postgres, write_transaction
+from server.editions import edition_of
 from server.exceptions import Aborted, FailedPrecondition, InvalidArgument
 from server.idempotency import run_once
 from server.listing import Page, PageRequest, paginate
@@ -94,17 +95,6 @@ def _check_fields(v: Violations, data: CampaignInput, *, check_time: bool = True
         v.add("scheduled_at", "must be in the future")
 
 
-def _edition(edition_id: int, organization_id: int) -> Edition:
-    edition = Edition.get_or_none(
-        (Edition.id == edition_id) & (Edition.organization_id == organization_id)
-    )
-    if edition is None:
-        raise invalid(
-            "edition_id", f"edition {edition_id} does not exist in organization {organization_id}"
-        )
-    return edition
-
-
 def _shared(query: pw.ModelSelect[M]) -> pw.ModelSelect[M]:
     """On PostgreSQL, share-lock the rows read until the transaction ends: a concurrent delete
     (or type change) of a referenced row, which locks it FOR UPDATE before checking whether
@@ -166,7 +156,7 @@ def create_campaign(data: CampaignInput, request_id: str = "", fingerprint: str 
         v.positive_id(data.edition_id, "edition_id")
         _check_fields(v, data)
         v.raise_if_any()
-        edition = _edition(data.edition_id, data.organization_id)
+        edition = edition_of(data.edition_id, data.organization_id)
         _check_references(v, data, REFERENCES)
         v.raise_if_any()
         return Campaign.create(
@@ -233,14 +223,7 @@ def update_campaign(
     dispatcher: Dispatcher,
 ) -> Campaign:
     v = Violations()
-    if not mask:
-        v.add("update_mask", "is required: name the fields to change")
-    for path in mask:
-        v.check(
-            path in EDITABLE_FIELDS,
-            "update_mask",
-            f"cannot update {path!r}; editable: " + ", ".join(EDITABLE_FIELDS),
-        )
+    v.update_mask(mask, EDITABLE_FIELDS)
     v.raise_if_any()
     with write_transaction():
         current = transitions.load(campaign_id)

@@ -12,7 +12,7 @@ from server.db import write_transaction
 from server.exceptions import NotFound
 from server.listing import Page, PageRequest, paginate
 from server.models import Edition, utcnow
-from server.validation import Violations
+from server.validation import Violations, invalid
 
 EDITABLE_FIELDS = (
     "name",
@@ -79,6 +79,19 @@ def _check(v: Violations, data: EditionInput) -> dict[str, object]:
     return values
 
 
+def edition_of(edition_id: int, organization_id: int) -> Edition:
+    """The edition, which must belong to the organization: InvalidArgument on `edition_id`
+    otherwise (the same answer for "missing" and "someone else's")."""
+    edition = Edition.get_or_none(
+        (Edition.id == edition_id) & (Edition.organization_id == organization_id)
+    )
+    if edition is None:
+        raise invalid(
+            "edition_id", f"edition {edition_id} does not exist in organization {organization_id}"
+        )
+    return edition
+
+
 def get_edition(edition_id: int) -> Edition:
     edition = Edition.get_or_none(Edition.id == edition_id)
     if edition is None:
@@ -106,13 +119,7 @@ def list_editions(organization_id: int, page: PageRequest) -> Page[Edition]:
 
 def update_edition(edition_id: int, data: EditionInput, mask: Collection[str]) -> Edition:
     v = Violations()
-    v.check(bool(mask), "update_mask", "is required: name the fields to change")
-    for path in mask:
-        v.check(
-            path in EDITABLE_FIELDS,
-            "update_mask",
-            f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}",
-        )
+    v.update_mask(mask, EDITABLE_FIELDS)
     v.raise_if_any()
     with write_transaction():
         edition = get_edition(edition_id)

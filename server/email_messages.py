@@ -8,6 +8,7 @@ from email.headerregistry import Address
 
 from server import templating
 from server.db import is_postgres, write_transaction
+from server.editions import edition_of
 from server.exceptions import FailedPrecondition, InvalidArgument, NotFound
 from server.listing import Page, PageRequest, paginate
 from server.models import Campaign, Edition, EmailMessage, User, utcnow
@@ -91,17 +92,6 @@ def _check(v: Violations, data: EmailMessageInput) -> dict[str, object]:
     return values
 
 
-def _check_edition(edition_id: int, organization_id: int) -> None:
-    if (
-        not Edition.select()
-        .where((Edition.id == edition_id) & (Edition.organization_id == organization_id))
-        .exists()
-    ):
-        raise invalid(
-            "edition_id", f"edition {edition_id} does not exist in organization {organization_id}"
-        )
-
-
 def get_email_message(message_id: int, *, lock: bool = False) -> EmailMessage:
     """`lock`: on PostgreSQL, hold the row FOR UPDATE until the transaction ends."""
     query = EmailMessage.select().where(EmailMessage.id == message_id)
@@ -118,7 +108,7 @@ def create_email_message(data: EmailMessageInput) -> EmailMessage:
     values = _check(v, data)
     v.raise_if_any()
     with write_transaction():
-        _check_edition(data.edition_id, data.organization_id)
+        edition_of(data.edition_id, data.organization_id)
         values["edition"] = values.pop("edition_id")
         return EmailMessage.create(**values)
 
@@ -143,13 +133,7 @@ def update_email_message(
     message_id: int, data: EmailMessageInput, mask: Collection[str]
 ) -> EmailMessage:
     v = Violations()
-    v.check(bool(mask), "update_mask", "is required: name the fields to change")
-    for path in mask:
-        v.check(
-            path in EDITABLE_FIELDS,
-            "update_mask",
-            f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}",
-        )
+    v.update_mask(mask, EDITABLE_FIELDS)
     v.raise_if_any()
     with write_transaction():
         message = get_email_message(message_id, lock=True)

@@ -8,9 +8,10 @@ from dataclasses import dataclass, replace
 from server import segment_engine
 from server.config import MAX_NAME_LENGTH
 from server.db import is_postgres, write_transaction
+from server.editions import edition_of
 from server.exceptions import FailedPrecondition, NotFound
 from server.listing import Page, PageRequest, paginate
-from server.models import Campaign, Edition, Segment, User, utcnow
+from server.models import Campaign, Segment, User, utcnow
 from server.status import ACTIVE, Status
 from server.validation import Violations, invalid
 
@@ -45,18 +46,6 @@ def _check(v: Violations, data: SegmentInput) -> None:
             v.add("expression", f"line {line}, column {column}: {message}")
 
 
-def _check_edition(edition_id: int, organization_id: int) -> None:
-    if (
-        edition_id
-        and not Edition.select()
-        .where((Edition.id == edition_id) & (Edition.organization_id == organization_id))
-        .exists()
-    ):
-        raise invalid(
-            "edition_id", f"edition {edition_id} does not exist in organization {organization_id}"
-        )
-
-
 def get_segment(segment_id: int, *, lock: bool = False) -> Segment:
     """`lock`: on PostgreSQL, hold the row FOR UPDATE until the transaction ends."""
     query = Segment.select().where(Segment.id == segment_id)
@@ -72,7 +61,8 @@ def create_segment(data: SegmentInput) -> Segment:
     _check(v, data)
     v.raise_if_any()
     with write_transaction():
-        _check_edition(data.edition_id, data.organization_id)
+        if data.edition_id:
+            edition_of(data.edition_id, data.organization_id)
         return Segment.create(
             organization_id=data.organization_id,
             edition=data.edition_id or None,
@@ -95,13 +85,7 @@ def list_segments(organization_id: int, edition_id: int, page: PageRequest) -> P
 
 def update_segment(segment_id: int, data: SegmentInput, mask: Collection[str]) -> Segment:
     v = Violations()
-    v.check(bool(mask), "update_mask", "is required: name the fields to change")
-    for path in mask:
-        v.check(
-            path in EDITABLE_FIELDS,
-            "update_mask",
-            f"cannot update {path!r}; editable: {', '.join(EDITABLE_FIELDS)}",
-        )
+    v.update_mask(mask, EDITABLE_FIELDS)
     v.raise_if_any()
     with write_transaction():
         segment = get_segment(segment_id)
@@ -111,7 +95,8 @@ def update_segment(segment_id: int, data: SegmentInput, mask: Collection[str]) -
         merged = replace(current, **{p: getattr(data, p) for p in mask})
         _check(v, merged)
         v.raise_if_any()
-        _check_edition(merged.edition_id, merged.organization_id)
+        if merged.edition_id:
+            edition_of(merged.edition_id, merged.organization_id)
         Segment.update(
             name=merged.name.strip(),
             expression=merged.expression,

@@ -13,6 +13,7 @@ import peewee as pw
 import phonenumbers
 
 from server.db import tuples, write_transaction
+from server.editions import edition_of
 from server.exceptions import NotFound
 from server.listing import Page, PageRequest, paginate
 from server.models import Delivery, Edition, User, UserEdition, utcnow
@@ -145,7 +146,7 @@ class Importer:
         v.positive_id(edition_id, "edition_id", required=False)
         v.raise_if_any()
         self.organization_id = organization_id
-        self.edition = _edition(edition_id, organization_id) if edition_id else None
+        self.edition = edition_of(edition_id, organization_id) if edition_id else None
         self.region = region_for(self.edition)
         self.result = ImportResult()
         self.index = 0
@@ -236,17 +237,6 @@ class Importer:
                 "rows_per_s": round(rate),
             },
         )
-
-
-def _edition(edition_id: int, organization_id: int) -> Edition:
-    edition = Edition.get_or_none(
-        (Edition.id == edition_id) & (Edition.organization_id == organization_id)
-    )
-    if edition is None:
-        raise invalid(
-            "edition_id", f"edition {edition_id} does not exist in organization {organization_id}"
-        )
-    return edition
 
 
 def import_users(batches: Iterator[tuple[int, int, list[UserInput]]]) -> ImportResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 from server.exceptions import FieldViolation, InvalidArgument
 
 
@@ -29,6 +31,16 @@ class Violations:
         if value < 0 or (required and value == 0):
             self.add(
                 field, "is required and must be a positive id" if required else "must be positive"
+            )
+
+    def update_mask(self, mask: Collection[str], editable: Sequence[str]) -> None:
+        """A field mask must name at least one field, and only editable ones."""
+        self.check(bool(mask), "update_mask", "is required: name the fields to change")
+        for path in mask:
+            self.check(
+                path in editable,
+                "update_mask",
+                f"cannot update {path!r}; editable: {', '.join(editable)}",
             )
 
     def raise_if_any(self) -> None:
