@@ -136,16 +136,24 @@ def _query(compiled: CompiledSegment, organization_id: int, edition_id: int | No
     return User.select(*_COLUMNS).where(*where).order_by(User.id)
 
 
-def _pages(query: pw.Select, batch_size: int) -> Iterator[list[Row]]:
-    """Raw driver rows, `batch_size` at a time, by keyset on id (WHERE id > last)."""
-    last = 0
-    while True:
-        rows = database.execute(query.where(User.id > last).limit(batch_size)).fetchall()
+def _pages(query: pw.Select, batch_size: int, organization_id: int) -> Iterator[list[Row]]:
+    """Raw driver rows in id order, by windows of `batch_size` consecutive ids
+    (last < id <= last + batch_size). Windows rather than ORDER BY id LIMIT n: just after a big
+    import PostgreSQL's statistics do not know the rows yet, and with LIMIT it may pick a plan
+    that sorts every remaining row for every page (quadratic over a million users)."""
+    bounds = User.select(pw.fn.MIN(User.id), pw.fn.MAX(User.id)).where(
+        User.organization_id == organization_id
+    )
+    low, high = database.execute(bounds).fetchone()
+    if low is None:
+        return
+    last = int(low) - 1
+    while last < int(high):
+        window = (User.id > last) & (User.id <= last + batch_size)
+        rows = database.execute(query.where(window)).fetchall()
         if rows:
             yield rows
-        if len(rows) < batch_size:
-            return
-        last = rows[-1][0]
+        last += batch_size
 
 
 def _json(value: Any) -> Any:
@@ -215,7 +223,7 @@ def _scan(
     sqlite = not is_postgres()
     make_row: Callable[[Row], UserRow] = _sqlite_row if sqlite else UserRow._make
     context = _context_builder(compiled.reads, sqlite)
-    for rows in _pages(_query(compiled, organization_id, edition_id), batch_size):
+    for rows in _pages(_query(compiled, organization_id, edition_id), batch_size, organization_id):
         yield _matches(compiled.program, rows, context, make_row), len(rows)
 
 
