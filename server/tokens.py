@@ -71,7 +71,3 @@ class LinkMaker:
 
     def click(self, campaign_id: int, user_id: int, url: str) -> str:
         return f"{self.base}/c/{self.signer.sign(LinkToken(campaign_id, user_id, CLICK, url))}"
-
-
-def unsubscribe_url(base_url: str, signer: TokenSigner, campaign_id: int, user_id: int) -> str:
-    return LinkMaker(base_url, signer).unsubscribe(campaign_id, user_id)

@@ -84,31 +84,27 @@ class TrackingApp:
     def on_health(self, request: Request) -> Response:
         return Response("ok", mimetype="text/plain")
 
-    def on_open(self, request: Request, token: str) -> Response:
-        link = self._token(token, OPEN)
-        if request.method == "GET":  # HEAD (link checkers, proxies) records nothing
+    @staticmethod
+    def _record_visit(request: Request, kind: EventType, link: Any) -> None:
+        """Every GET counts (totals); HEAD, from link checkers and proxies, records nothing."""
+        if request.method == "GET":
             events.record_one(
                 EventInput(
-                    type=EventType.OPENED,
-                    event_id=uuid.uuid4().hex,
-                    campaign_id=link.campaign_id,
-                    user_id=link.user_id,
-                )
-            )
-        return Response(PIXEL, mimetype="image/gif", headers=NO_STORE)
-
-    def on_click(self, request: Request, token: str) -> Response:
-        link = self._token(token, CLICK)
-        if request.method == "GET":  # HEAD (link checkers, proxies) records nothing
-            events.record_one(
-                EventInput(
-                    type=EventType.CLICKED,
+                    type=kind,
                     event_id=uuid.uuid4().hex,
                     campaign_id=link.campaign_id,
                     user_id=link.user_id,
                     url=link.url,
                 )
             )
+
+    def on_open(self, request: Request, token: str) -> Response:
+        self._record_visit(request, EventType.OPENED, self._token(token, OPEN))
+        return Response(PIXEL, mimetype="image/gif", headers=NO_STORE)
+
+    def on_click(self, request: Request, token: str) -> Response:
+        link = self._token(token, CLICK)
+        self._record_visit(request, EventType.CLICKED, link)
         return Response(status=302, headers={"Location": link.url, **NO_STORE})
 
     def on_unsubscribe(self, request: Request, token: str) -> Response:
