@@ -40,8 +40,8 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m scripts.run_stack
 
-server: $(STAMP)
-	$(PY) -m server
+server: $(STAMP)  # a developer's server: token-less calls allowed unless DEV_MODE=0
+	DEV_MODE=$${DEV_MODE:-1} $(PY) -m server
 
 worker: $(STAMP)
 	$(PY) -m jobs

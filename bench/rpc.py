@@ -310,6 +310,7 @@ def main() -> None:
             "DATABASE_URL": url,
             "REDIS_URL": redis_url,
             "GRPC_HOST": "127.0.0.1",
+            "DEV_MODE": "1",
             "GRPC_PORT": str(port),
         }
         log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115

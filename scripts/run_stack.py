@@ -42,6 +42,10 @@ def main() -> None:
     VAR.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("DATABASE_URL", f"sqlite:///{VAR / 'campaigns.db'}")
+    if not env.get("AUTH_TOKENS_FILE"):
+        # Embedded defaults are a developer's stack: calls need no token (a line in the
+        # server's log says so). Set AUTH_TOKENS_FILE to run it with tokens.
+        env.setdefault("DEV_MODE", "1")
     redis_proc = _redis(env)
     procs = [
         subprocess.Popen([sys.executable, "-m", "server"], env=env, cwd=ROOT),

@@ -13,6 +13,7 @@ from server import logs
 from server.app import build
 from server.config import Settings
 from server.db import DatabaseURLError
+from server.security import SecurityConfigError
 
 GRACE_SECONDS = 10.0
 
@@ -22,6 +23,8 @@ def main() -> None:
     settings = Settings.from_env()
     try:
         app = build(settings)
+    except SecurityConfigError as exc:
+        sys.exit(f"error: {exc}")
     except DatabaseURLError as exc:
         sys.exit(f"error: DATABASE_URL: {exc}")
     except peewee.OperationalError as exc:

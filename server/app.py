@@ -27,10 +27,12 @@ from server.db import open_database, ping
 from server.health import HealthReporter
 from server.migrations import migrate
 from server.rpc.audience_servicer import AudienceServicer
+from server.rpc.auth import AuthInterceptor
 from server.rpc.campaign_servicer import CampaignServicer
 from server.rpc.delivery_servicer import DeliveryServicer
 from server.rpc.email_message_servicer import EmailMessageServicer
 from server.rpc.interceptors import ServiceInterceptor
+from server.security import listen, server_credentials, token_registry
 from server.stats import read_stats
 from server.watch import StatsHub
 
@@ -68,7 +70,11 @@ def _options(settings: Settings) -> list[tuple[str, int]]:
 
 
 def build(settings: Settings) -> App:
-    """Open the database, migrate it, and start serving on settings.host:settings.port."""
+    """Open the database, migrate it, and start serving on settings.host:settings.port.
+
+    SecurityConfigError before anything is opened when the settings would serve unprotected."""
+    tokens = token_registry(settings)
+    credentials = server_credentials(settings)
     open_database(settings.database_url, settings.db_pool_size)
     migrate()
     redis = redis_connection(settings.redis_url)
@@ -76,7 +82,8 @@ def build(settings: Settings) -> App:
     hub = StatsHub(read_stats, settings.watch_interval, settings.max_watchers)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.server_threads, thread_name_prefix="rpc"),
-        interceptors=[ServiceInterceptor()],
+        # The first is outermost: request id and error map wrap the token check.
+        interceptors=[ServiceInterceptor(), AuthInterceptor(tokens, settings.dev_mode)],
         options=_options(settings),
     )
     campaign_service_pb2_grpc.add_CampaignServiceServicer_to_server(
@@ -98,11 +105,24 @@ def build(settings: Settings) -> App:
         server,
     )
     reporter = HealthReporter(
-        health_servicer, SERVICES, {"database": ping, "redis": lambda: redis.ping()}
+        health_servicer,
+        SERVICES,
+        {"database": ping, "redis": lambda: redis.ping()},
+        interval=settings.health_interval,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = listen(server, settings, credentials)
     server.start()
     hub.start()
     reporter.start()
-    log.info("serving", extra={"port": port, "database": settings.database_url.split("@")[-1]})
+    log.info(
+        "serving",
+        extra={
+            "port": port,
+            "database": settings.database_url.split("@")[-1],
+            "tls": bool(settings.tls_cert_file),
+            "mtls": bool(settings.tls_client_ca_file),
+            "tokens": len(tokens),
+            "dev_mode": settings.dev_mode,
+        },
+    )
     return App(server=server, port=port, hub=hub, health=reporter)

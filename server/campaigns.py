@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 import peewee as pw
 
 from jobs import ledger
-from server import transitions
+from server import tenancy, transitions
 from server.config import MAX_NAME_LENGTH, MAX_SEARCH_LENGTH, MAX_SMS_BODY_LENGTH
 from server.db import is_postgres, write_transaction
 from server.editions import edition_of
@@ -151,6 +151,7 @@ def create_campaign(data: CampaignInput, request_id: str = "", fingerprint: str 
     def create() -> Campaign:
         # Validated here, not before run_once: a retry gets the first answer even once its
         # scheduled_at has passed.
+        tenancy.check_may_act(data.organization_id)
         v = Violations()
         v.positive_id(data.organization_id, "organization_id")
         v.positive_id(data.edition_id, "edition_id")
@@ -184,7 +185,9 @@ def list_campaigns(flt: CampaignFilter, ordering: str, page: PageRequest) -> Pag
     v.text(flt.search, "search", max_length=MAX_SEARCH_LENGTH)
     number, size = page.resolved(v)
     v.raise_if_any()
-    query = Campaign.select(Campaign, Edition).join(Edition)
+    query = tenancy.scoped(
+        Campaign.select(Campaign, Edition).join(Edition), Campaign.organization_id
+    )
     for cond in _filters(flt):
         query = query.where(cond)
     descending = (ordering or DEFAULT_ORDERING).startswith("-")

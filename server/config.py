@@ -8,6 +8,7 @@ from dataclasses import dataclass
 DEFAULT_DATABASE_URL = "sqlite:///var/campaigns.db"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PORT = 50051
+DEFAULT_HOST = "127.0.0.1"  # listening wider is a decision: set GRPC_HOST (and TLS)
 DEFAULT_QUEUE = "campaigns"
 
 # Listing
@@ -26,10 +27,17 @@ DEFAULT_WATCH_INTERVAL = 0.25  # seconds between polls of a watched campaign
 
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
+# Health: seconds between probes of the database and Redis (NOT_SERVING at most this late).
+DEFAULT_HEALTH_INTERVAL = 2.0
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return int(raw) if raw else default
+
+
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -44,7 +52,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
     queue_name: str = DEFAULT_QUEUE
-    host: str = "0.0.0.0"
+    host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_watchers: int = DEFAULT_MAX_WATCHERS
     watch_interval: float = DEFAULT_WATCH_INTERVAL
@@ -52,6 +60,15 @@ class Settings:
     unary_threads: int = 32
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     db_pool_size: int = 20
+    health_interval: float = DEFAULT_HEALTH_INTERVAL
+    # Security: tokens are required unless dev_mode; plaintext gRPC only on loopback unless
+    # allow_insecure (e.g. behind a TLS-terminating proxy on a private network).
+    dev_mode: bool = False
+    auth_tokens_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # set: clients must present a certificate it signed (mTLS)
+    allow_insecure: bool = False
 
     @property
     def server_threads(self) -> int:
@@ -64,13 +81,20 @@ class Settings:
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             queue_name=env.get("CAMPAIGNS_QUEUE") or DEFAULT_QUEUE,
-            host=env.get("GRPC_HOST") or "0.0.0.0",
+            host=env.get("GRPC_HOST") or DEFAULT_HOST,
             port=_env_int("GRPC_PORT", DEFAULT_PORT),
             max_watchers=_env_int("MAX_WATCHERS", DEFAULT_MAX_WATCHERS),
             watch_interval=_env_float("WATCH_INTERVAL", DEFAULT_WATCH_INTERVAL),
             unary_threads=_env_int("GRPC_THREADS", 32),
             max_message_bytes=_env_int("GRPC_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES),
             db_pool_size=_env_int("DB_POOL_SIZE", 20),
+            health_interval=_env_float("HEALTH_INTERVAL", DEFAULT_HEALTH_INTERVAL),
+            dev_mode=_env_bool("DEV_MODE"),
+            auth_tokens_file=env.get("AUTH_TOKENS_FILE", ""),
+            tls_cert_file=env.get("GRPC_TLS_CERT", ""),
+            tls_key_file=env.get("GRPC_TLS_KEY", ""),
+            tls_client_ca_file=env.get("GRPC_TLS_CLIENT_CA", ""),
+            allow_insecure=_env_bool("GRPC_ALLOW_INSECURE"),
         )
 
 
@@ -106,6 +130,11 @@ class DeliverySettings:
     job_budget_seconds: float = 30.0  # a send job hands over to a fresh one after this long
     parallel_send_jobs: int = 4
     stale_seconds: int = 60  # no heartbeat for this long: the sweep resumes the campaign
+    # Circuit breaker, one per provider endpoint, shared by every worker through Redis.
+    circuit_failures: int = 10  # consecutive provider faults that open it
+    # Keep below stale_seconds: a paused job refreshes the heartbeat only when it wakes.
+    circuit_open_seconds: float = 30.0
+    circuit_probe_seconds: float = 60.0  # a probe's lease: another may probe if it lapses
 
     @classmethod
     def from_env(cls) -> DeliverySettings:
@@ -138,4 +167,32 @@ class DeliverySettings:
             job_budget_seconds=_env_float("SEND_JOB_BUDGET_SECONDS", 30.0),
             parallel_send_jobs=_env_int("PARALLEL_SEND_JOBS", 4),
             stale_seconds=_env_int("STALE_SECONDS", 60),
+            smtp_timeout=_env_float("SMTP_TIMEOUT", 30.0),
+            twilio_timeout=_env_float("TWILIO_TIMEOUT", 15.0),
+            circuit_failures=_env_int("CIRCUIT_FAILURES", 10),
+            circuit_open_seconds=_env_float("CIRCUIT_OPEN_SECONDS", 30.0),
+            circuit_probe_seconds=_env_float("CIRCUIT_PROBE_SECONDS", 60.0),
+        )
+
+
+# --- RQ worker liveness (jobs/__main__.py). RQ's defaults (a 420 s worker TTL, maintenance
+# every 600 s, a 60 s cap on reconnect back-off) notice a dead worker or a returned Redis
+# only after minutes. The ledger's leases and the sweep recover the campaigns themselves;
+# these make RQ's own bookkeeping (abandoned jobs, the scheduler lock, reconnects) keep up.
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How `python -m jobs` runs RQ's worker; README "Configuration" says why these values."""
+
+    worker_ttl: int = 20  # RQ_WORKER_TTL: registration lifetime; blocking dequeue = ttl - 15 s
+    maintenance_interval: int = 10  # RQ_MAINTENANCE_INTERVAL: registry clean-up, lock take-over
+    job_monitoring_interval: int = 5  # RQ_JOB_MONITORING_INTERVAL: heartbeat while a job runs
+    redis_retry_seconds: float = 2.0  # REDIS_RETRY_SECONDS: longest pause between reconnects
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        return cls(
+            worker_ttl=_env_int("RQ_WORKER_TTL", 20),
+            maintenance_interval=_env_int("RQ_MAINTENANCE_INTERVAL", 10),
+            job_monitoring_interval=_env_int("RQ_JOB_MONITORING_INTERVAL", 5),
+            redis_retry_seconds=_env_float("REDIS_RETRY_SECONDS", 2.0),
         )

@@ -7,6 +7,7 @@ import zoneinfo
 from collections.abc import Collection
 from dataclasses import dataclass, fields, replace
 
+from server import tenancy
 from server.config import MAX_NAME_LENGTH
 from server.db import write_transaction
 from server.exceptions import NotFound
@@ -96,10 +97,12 @@ def get_edition(edition_id: int) -> Edition:
     edition = Edition.get_or_none(Edition.id == edition_id)
     if edition is None:
         raise NotFound("edition", edition_id)
+    tenancy.check_owner(edition.organization_id, "edition", edition_id)
     return edition
 
 
 def create_edition(data: EditionInput) -> Edition:
+    tenancy.check_may_act(data.organization_id)
     v = Violations()
     v.positive_id(data.organization_id, "edition.organization_id")
     values = _check(v, data)
@@ -111,7 +114,9 @@ def list_editions(organization_id: int, page: PageRequest) -> Page[Edition]:
     v = Violations()
     number, size = page.resolved(v)
     v.raise_if_any()
-    query = Edition.select().order_by(Edition.created.desc(), Edition.id.desc())
+    query = tenancy.scoped(Edition.select(), Edition.organization_id).order_by(
+        Edition.created.desc(), Edition.id.desc()
+    )
     if organization_id:
         query = query.where(Edition.organization_id == organization_id)
     return paginate(query, number, size)

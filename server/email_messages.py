@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, fields, replace
 from email.headerregistry import Address
 
-from server import templating
+from server import templating, tenancy
 from server.db import is_postgres, write_transaction
 from server.editions import edition_of
 from server.exceptions import FailedPrecondition, InvalidArgument, NotFound
@@ -98,10 +98,12 @@ def get_email_message(message_id: int, *, lock: bool = False) -> EmailMessage:
     message = (query.for_update() if lock and is_postgres() else query).get_or_none()
     if message is None:
         raise NotFound("email_message", message_id)
+    tenancy.check_owner(message.organization_id, "email_message", message_id)
     return message
 
 
 def create_email_message(data: EmailMessageInput) -> EmailMessage:
+    tenancy.check_may_act(data.organization_id)
     v = Violations()
     v.positive_id(data.organization_id, "email_message.organization_id")
     v.positive_id(data.edition_id, "email_message.edition_id")
@@ -119,7 +121,9 @@ def list_email_messages(
     v = Violations()
     number, size = page.resolved(v)
     v.raise_if_any()
-    query = EmailMessage.select().order_by(EmailMessage.created.desc(), EmailMessage.id.desc())
+    query = tenancy.scoped(EmailMessage.select(), EmailMessage.organization_id).order_by(
+        EmailMessage.created.desc(), EmailMessage.id.desc()
+    )
     if organization_id:
         query = query.where(EmailMessage.organization_id == organization_id)
     if edition_id:
@@ -239,6 +243,8 @@ def preview_sms(body: str, user_id: int, edition_id: int) -> tuple[str, SmsCost]
     template = templating.compile_template(body, "body")
     user = get_user(user_id) if user_id else None
     edition = Edition.get_or_none(Edition.id == edition_id) if edition_id else None
+    if edition is not None and not tenancy.allows(edition.organization_id):
+        edition = None
     if edition_id and edition is None:
         raise invalid("edition_id", f"edition {edition_id} does not exist")
     context = {

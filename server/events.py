@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import peewee as pw
 
+from server import tenancy
 from server.db import write_transaction
 from server.models import (
     Campaign,
@@ -76,6 +77,19 @@ def _dedupe_key(event: EventInput, delivery: Delivery) -> str:
 
 
 def _delivery(event: EventInput) -> Delivery | None:
+    """The ledger row the event is about, if the caller may see its campaign."""
+    delivery = _find_delivery(event)
+    if delivery is None or not tenancy.restricted():
+        return delivery
+    owner = (
+        Campaign.select(Campaign.organization_id)
+        .where(Campaign.id == delivery.campaign_id)
+        .scalar()
+    )
+    return delivery if tenancy.allows(owner) else None
+
+
+def _find_delivery(event: EventInput) -> Delivery | None:
     if event.provider_message_id:
         # A Message-ID may come with or without its angle brackets.
         bare = event.provider_message_id.strip().strip("<>")

@@ -10,7 +10,9 @@ The hierarchy::
     │   └── InvalidTransition  the campaign's status forbids the action
     ├── Aborted                a concurrent change won (etag mismatch, lost compare-and-set)
     ├── ResourceExhausted      a server limit was reached (too many watchers)
-    └── Unavailable            a dependency (database, Redis) cannot be reached
+    ├── Unavailable            a dependency (database, Redis) cannot be reached
+    ├── Unauthenticated        no bearer token, or one the server does not know
+    └── PermissionDenied       the token may not act for the organization named
 
 `server.rpc.errors` maps each to a gRPC status in one table.
 """
@@ -101,3 +103,11 @@ class ResourceExhausted(CampaignServiceError):
 
 class Unavailable(CampaignServiceError):
     reason = "UNAVAILABLE"
+
+
+class Unauthenticated(CampaignServiceError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(CampaignServiceError):
+    reason = "PERMISSION_DENIED"

@@ -2,17 +2,20 @@
 
 The key is written in the same transaction as the change it guards, so either both land or
 neither does. Two concurrent calls with one key: the loser's transaction rolls back on the
-unique index and it returns the winner's stored result.
+unique index and it returns the winner's stored result. Keys are per token: two callers that
+happen to pick the same `request_id` never see each other's answers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable
 
 import peewee as pw
 
+from server import tenancy
 from server.config import MAX_REQUEST_ID_LENGTH
 from server.db import write_transaction
 from server.exceptions import CampaignServiceError
@@ -51,10 +54,19 @@ def _replay(method: str, key: str, fingerprint: str) -> Campaign | None:
     return _restore(row.result)
 
 
+def _namespace(method: str) -> str:
+    """The method, qualified by the caller's token (a short digest: the column is narrow)."""
+    principal = tenancy.principal()
+    if not principal:
+        return method
+    return f"{method}:{hashlib.sha256(principal.encode()).hexdigest()[:16]}"
+
+
 def run_once(
     method: str, key: str, fingerprint: str, call: Callable[[], Campaign]
 ) -> tuple[Campaign, bool]:
     """Run `call` in a write transaction unless `key` was seen; returns (result, ran)."""
+    method = _namespace(method)
     if len(key) > MAX_REQUEST_ID_LENGTH:
         raise invalid("request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} characters")
     if not key:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
-from server import segment_engine
+from server import segment_engine, tenancy
 from server.config import MAX_NAME_LENGTH
 from server.db import is_postgres, write_transaction
 from server.editions import edition_of
@@ -52,10 +52,12 @@ def get_segment(segment_id: int, *, lock: bool = False) -> Segment:
     segment = (query.for_update() if lock and is_postgres() else query).get_or_none()
     if segment is None:
         raise NotFound("segment", segment_id)
+    tenancy.check_owner(segment.organization_id, "segment", segment_id)
     return segment
 
 
 def create_segment(data: SegmentInput) -> Segment:
+    tenancy.check_may_act(data.organization_id)
     v = Violations()
     v.positive_id(data.organization_id, "segment.organization_id")
     _check(v, data)
@@ -75,7 +77,9 @@ def list_segments(organization_id: int, edition_id: int, page: PageRequest) -> P
     v = Violations()
     number, size = page.resolved(v)
     v.raise_if_any()
-    query = Segment.select().order_by(Segment.created.desc(), Segment.id.desc())
+    query = tenancy.scoped(Segment.select(), Segment.organization_id).order_by(
+        Segment.created.desc(), Segment.id.desc()
+    )
     if organization_id:
         query = query.where(Segment.organization_id == organization_id)
     if edition_id:
@@ -135,10 +139,13 @@ def preview(segment_id: int, data: SegmentInput, sample_size: int) -> Preview:
             segment.organization_id, segment.edition_id or 0, segment.name, segment.expression
         )
     else:
+        tenancy.check_may_act(data.organization_id)
         v = Violations()
         v.positive_id(data.organization_id, "organization_id")
         _check(v, replace(data, name=data.name or "preview"))
         v.raise_if_any()
+        if data.edition_id:  # someone else's edition is as unknown as a missing one
+            edition_of(data.edition_id, data.organization_id)
     compiled = segment_engine.compile_segment(data.expression)
     edition = data.edition_id or None
     count, evaluated = segment_engine.count_matches(compiled, data.organization_id, edition)

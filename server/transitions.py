@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from server import tenancy
 from server.exceptions import Aborted, InvalidTransition, NotFound
 from server.models import Campaign, Edition, utcnow
 from server.status import Action, Status, next_status
@@ -13,12 +14,14 @@ _CAS_ATTEMPTS = 5
 
 
 def load(campaign_id: int) -> Campaign:
-    """The campaign with its edition (for the timezone), or NotFound."""
+    """The campaign with its edition (for the timezone); NotFound also when the caller may
+    not see its organization."""
     campaign = (
         Campaign.select(Campaign, Edition).join(Edition).where(Campaign.id == campaign_id).first()
     )
     if campaign is None:
         raise NotFound("campaign", campaign_id)
+    tenancy.check_owner(campaign.organization_id, "campaign", campaign_id)
     return campaign
 
 

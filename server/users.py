@@ -12,6 +12,7 @@ import email_validator
 import peewee as pw
 import phonenumbers
 
+from server import tenancy
 from server.db import tuples, write_transaction
 from server.editions import edition_of
 from server.exceptions import NotFound
@@ -141,6 +142,7 @@ class Importer:
     """One ImportUsers stream: validates rows, upserts them in chunks, counts the outcome."""
 
     def __init__(self, organization_id: int, edition_id: int = 0) -> None:
+        tenancy.check_may_act(organization_id)
         v = Violations()
         v.positive_id(organization_id, "organization_id")
         v.positive_id(edition_id, "edition_id", required=False)
@@ -262,6 +264,7 @@ def get_user(user_id: int) -> User:
     user = User.get_or_none((User.id == user_id) & User.erased_at.is_null())
     if user is None:
         raise NotFound("user", user_id)
+    tenancy.check_owner(user.organization_id, "user", user_id)
     return user
 
 
@@ -291,7 +294,7 @@ def list_users(flt: UserFilter, page: PageRequest) -> Page[User]:
     v.positive_id(flt.edition_id, "edition_id", required=False)
     number, size = page.resolved(v)
     v.raise_if_any()
-    query = User.select().where(
+    query = tenancy.scoped(User.select(), User.organization_id).where(
         (User.organization_id == flt.organization_id) & User.erased_at.is_null()
     )
     if flt.edition_id:

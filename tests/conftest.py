@@ -80,7 +80,7 @@ def settings(database_url: str, redis_url: str) -> Settings:
     return Settings(
         database_url=database_url, redis_url=redis_url, host="127.0.0.1", port=0,
         queue_name=f"test-{uuid.uuid4().hex[:8]}", max_watchers=8, watch_interval=0.1,
-        unary_threads=16,
+        unary_threads=16, dev_mode=True,
     )
 
 

@@ -101,7 +101,7 @@ def servers(app, database_url, redis_url, settings, repo_root, tmp_path_factory
     try:
         for name in ("a", "b"):
             port = free_port()
-            env = {**os.environ, "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(port),
+            env = {**os.environ, "GRPC_HOST": "127.0.0.1", "DEV_MODE": "1", "GRPC_PORT": str(port),
                    "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                    "CAMPAIGNS_QUEUE": settings.queue_name, "WATCH_INTERVAL": "0.1"}
             log = log_dir / f"server-{name}.log"

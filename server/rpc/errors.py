@@ -80,6 +80,8 @@ HANDLERS: dict[type[Exception], Handler] = {
     exc.Aborted: _code(grpc.StatusCode.ABORTED),
     exc.ResourceExhausted: _code(grpc.StatusCode.RESOURCE_EXHAUSTED),
     exc.Unavailable: _unavailable,
+    exc.Unauthenticated: _code(grpc.StatusCode.UNAUTHENTICATED),
+    exc.PermissionDenied: _code(grpc.StatusCode.PERMISSION_DENIED),
     peewee.OperationalError: _unavailable,
     peewee.InterfaceError: _unavailable,
     MaxConnectionsExceeded: _unavailable,

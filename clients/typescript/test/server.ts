@@ -72,6 +72,7 @@ export async function startServer(): Promise<RunningServer> {
   const server = launch(join(BIN, "python"), ["-m", "server"], {
     ...process.env,
     GRPC_HOST: "127.0.0.1",
+    DEV_MODE: "1",
     GRPC_PORT: String(grpcPort),
     DATABASE_URL: `sqlite:///${join(dir, "campaigns.db")}`,
     REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
