@@ -200,25 +200,81 @@ def seed(n: int, edition_id: int, segment_id: int, kind: str) -> tuple[int, int]
                     f"INSERT INTO {table} ({','.join(COLUMNS)}) VALUES ({marks})",
                     [tuple(str(v) if isinstance(v, dt.datetime) else v for v in r) for r in rows],
                 )
-    database.execute_sql("ANALYZE")
+    # VACUUM as autovacuum soon would: it sets the visibility map, without which a COUNT
+    # right after a bulk load reads the heap instead of answering from the index.
+    database.execute_sql("VACUUM ANALYZE" if kind == "postgres" else "ANALYZE")
     lo, hi = database.execute_sql(f"SELECT MIN(id), MAX(id) FROM {table}").fetchone()
     return int(lo), int(hi)
 
 
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server while a cell runs (collapsed stacks, for summarise())."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, int(seconds))),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def summarise(raw: Path, top: int = 12) -> None:
+    """Self time and inclusive time per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " " + f.split("/")[-1].rstrip(")") for f in stack.split(";")]
+        n = int(count)
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+    print(f"\nprofile {raw.name}: {total} samples; self / inclusive share")
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  self {n / total:6.1%}  {name}")
+    ours = [kv for kv in inclusive.items() if any(m in kv[0] for m in ("server", "rpc/", "peewee"))]
+    for name, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
+        print(f"  incl {n / total:6.1%}  {name}")
+
+
 def bench_unary(
-    pool: cf.ProcessPoolExecutor, procs: int, ids: tuple[int, int], args: argparse.Namespace
+    pool: cf.ProcessPoolExecutor,
+    procs: int,
+    ids: tuple[int, int],
+    args: argparse.Namespace,
+    server_pid: int,
 ) -> None:
     print(f"\n| RPC | scenario | concurrency | calls/s | p50 ms | p99 ms | errors |\n|{'---|' * 7}")
-    for kind in ["id", "organization", "status", "search", *ORDERINGS]:
+    for kind in args.only or ["id", "organization", "status", "search", *ORDERINGS]:
         for conc in args.concurrency:
             n = min(procs, conc)
             start = time.time() + 0.5
+            spy = None
+            if args.profile and conc == 16:
+                out = Path(args.profile) / f"{kind}-c{conc}.txt"
+                spy = profile(server_pid, args.duration, out)
             futs = [
                 pool.submit(load_task, kind, conc // n + (i < conc % n), start, args.duration, ids)
                 for i in range(n)
             ]
             lat = [x for f in futs for x in f.result()[0]]
             errs = sum(f.result()[1] for f in futs)
+            if spy is not None:
+                spy.wait(30)
             label = f"ordering {kind}" if kind in ORDERINGS else f"{kind} filter"
             print(
                 f"| {'GetCampaign' if kind == 'id' else 'ListCampaigns'} | {label} | {conc} | "
@@ -226,6 +282,8 @@ def bench_unary(
                 f"| {errs} |",
                 flush=True,
             )
+            if spy is not None and out.exists():
+                summarise(out)
 
 
 def bench_watch(
@@ -300,6 +358,13 @@ def main() -> None:
         ("processes", max(2, os.cpu_count() or 2)),
     ):
         parser.add_argument(f"--{flag}", type=type(default), default=default)
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="scenarios: id organization status search or an ordering such as -created",
+    )
+    parser.add_argument("--profile", help="directory for py-spy profiles of the c=16 cells")
+    parser.add_argument("--no-watch", action="store_true", help="skip the watcher part")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, fresh_database(args.database, Path(tmp)) as url:
@@ -351,8 +416,9 @@ def main() -> None:
             )
             procs, ctx = args.processes, multiprocessing.get_context("spawn")
             with cf.ProcessPoolExecutor(procs, mp_context=ctx) as pool:
-                bench_unary(pool, procs, ids, args)
-                bench_watch(pool, procs, ids[0], server.pid, args)
+                bench_unary(pool, procs, ids, args, server.pid)
+                if not args.no_watch:
+                    bench_watch(pool, procs, ids[0], server.pid, args)
         finally:
             server.terminate()
             server.wait(30)

@@ -188,8 +188,10 @@ def list_campaigns(flt: CampaignFilter, ordering: str, page: PageRequest) -> Pag
     query = tenancy.scoped(
         Campaign.select(Campaign, Edition).join(Edition), Campaign.organization_id
     )
+    counted = tenancy.scoped(Campaign.select(Campaign.id), Campaign.organization_id)
     for cond in _filters(flt):
         query = query.where(cond)
+        counted = counted.where(cond)
     descending = (ordering or DEFAULT_ORDERING).startswith("-")
     field = ORDERINGS[key]
     # NULLS LAST only where NULLs exist: on a NOT NULL column it would stop PostgreSQL from
@@ -199,7 +201,7 @@ def list_campaigns(flt: CampaignFilter, ordering: str, page: PageRequest) -> Pag
         query = query.order_by(field.desc(**nulls), Campaign.id.desc())
     else:
         query = query.order_by(field.asc(**nulls), Campaign.id.asc())
-    return paginate(query, number, size)
+    return paginate(query, number, size, counted)
 
 
 def _filters(flt: CampaignFilter) -> list[pw.Expression]:

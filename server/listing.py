@@ -40,9 +40,14 @@ class Page(Generic[T]):
     results: list[T]
 
 
-def paginate(query: pw.ModelSelect[M], page: int, page_size: int) -> Page[M]:
-    """One page of an already ordered query; a page past the end is OutOfRange."""
-    count = query.count(clear_limit=True)
+def paginate(
+    query: pw.ModelSelect[M], page: int, page_size: int, counted: pw.ModelSelect[M] | None = None
+) -> Page[M]:
+    """One page of an already ordered query; a page past the end is OutOfRange.
+
+    `counted`: the same rows without what only the page needs (joins for display), so the
+    count can be answered from an index alone."""
+    count = (counted if counted is not None else query).count(clear_limit=True)
     last_page = max(1, -(-count // page_size))
     if page > last_page:
         raise OutOfRange("page", f"page {page} is past the last page ({last_page})")

@@ -91,6 +91,7 @@ class Campaign(BaseModel):
         # One index per ordering, each ending in id: the tie-breaker that keeps pages apart.
         indexes = (
             (("created", "id"), False),
+            (("organization_id", "created", "id"), False),  # a tenant's newest first
             (("modified", "id"), False),
             (("name", "id"), False),
             (("scheduled_at", "id"), False),

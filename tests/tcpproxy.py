@@ -11,6 +11,7 @@ provider, then cut every connection, refuse new ones, or delay the bytes in flig
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -111,12 +112,8 @@ class TcpProxy:
 
 
 def _reset(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         # SO_LINGER 0 makes close() send RST: the peer sees a dead connection, not a clean EOF.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass

@@ -63,7 +63,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
         return wrapped
 
-    def _stream(self, behavior: Callable[..., Generator[Any, None, None]]) -> Callable[..., Iterator[Any]]:
+    def _stream(
+        self, behavior: Callable[..., Generator[Any, None, None]]
+    ) -> Callable[..., Iterator[Any]]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             grant = self.grant(context)
             # Set around each step, not the whole generator: between steps the thread may
