@@ -1,4 +1,11 @@
-"""The database: one proxy every model uses, opened from a URL (SQLite WAL or pooled PostgreSQL)."""
+"""The database: one proxy every model uses, opened from a URL (SQLite WAL or pooled PostgreSQL).
+
+Losing the database is survivable: a connection the server dropped (a restart, a cut network
+path) is never handed out again by the PostgreSQL pool, since every check-out first proves the
+connection answers; connecting gives up after CONNECT_TIMEOUT seconds and TCP keepalives find
+a silently dead peer. Callers see peewee's OperationalError / InterfaceError meanwhile, which
+the RPC layer answers as UNAVAILABLE; once the database is back the next check-out connects.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import peewee
+import psycopg2
 from playhouse import db_url
-from playhouse.pool import PooledSqliteDatabase
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from psycopg2 import extensions as pg_extensions
 
 database = peewee.DatabaseProxy()
 
@@ -19,6 +28,15 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
     "busy_timeout": 15000,  # ms a writer waits for the lock before "database is locked"
     "foreign_keys": 1,
+}
+CONNECT_TIMEOUT = 5  # seconds: an unreachable PostgreSQL fails a call fast instead of hanging it
+# libpq keepalives: an idle pooled connection whose peer vanished without a word (no RST) is
+# found dead within about idle + interval * count seconds instead of the kernel's two hours.
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
 }
 
 
@@ -53,6 +71,43 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
+class LivePooledPostgresqlDatabase(PooledPostgresqlDatabase):
+    """A pool that proves a connection alive before handing it out.
+
+    psycopg2 only learns that the server went away when a query fails on the connection, so
+    an idle pooled connection still looks open after a PostgreSQL restart or a cut network
+    path. peewee 4 pings on check-out; peewee 3 (still allowed by our pin) only read the
+    local flag and handed each dead connection out once more. This check is ours either way:
+    one round trip (~0.1 ms on a LAN) against an RPC failing for no reason."""
+
+    def _is_closed(self, conn: Any) -> bool:
+        if conn.closed or conn.get_transaction_status() != pg_extensions.TRANSACTION_STATUS_IDLE:
+            return True  # gone, or left mid-transaction: never worth handing out
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            if conn.get_transaction_status() != pg_extensions.TRANSACTION_STATUS_IDLE:
+                conn.rollback()  # without autocommit the ping opened a transaction: end it
+        except psycopg2.Error:
+            return True
+        return False
+
+
+def _postgres(url: str, pool_size: int, async_commit: bool) -> peewee.Database:
+    # The URL's own query parameters (e.g. ?connect_timeout=2) win over these defaults.
+    params: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, **_KEEPALIVES}
+    params.update(db_url.parse(url))
+    if async_commit:
+        params["options"] = "-c synchronous_commit=off"
+    return LivePooledPostgresqlDatabase(
+        max_connections=pool_size,
+        stale_timeout=300,
+        timeout=30,  # seconds a caller waits for a free pooled connection
+        field_types={"JSONDOC": "JSONB"},
+        **params,
+    )
+
+
 def open_database(url: str, pool_size: int = 20, *, async_commit: bool = False) -> peewee.Database:
     """Open the database named by `url` and point every model at it.
 
@@ -64,15 +119,7 @@ def open_database(url: str, pool_size: int = 20, *, async_commit: bool = False) 
     if scheme.startswith("sqlite"):
         db = _sqlite(url, pool_size)
     elif scheme in _POSTGRES_SCHEMES:
-        pooled = url.replace(f"{scheme}://", "postgresql+pool://", 1)
-        db = db_url.connect(
-            pooled,
-            max_connections=pool_size,
-            stale_timeout=300,
-            timeout=30,
-            field_types={"JSONDOC": "JSONB"},
-            **({"options": "-c synchronous_commit=off"} if async_commit else {}),
-        )
+        db = _postgres(url, pool_size, async_commit)
     else:
         raise DatabaseURLError(
             f"unsupported DATABASE_URL scheme {scheme!r}: use sqlite or postgresql"
