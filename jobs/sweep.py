@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import uuid
 
 from rq import Queue
 
@@ -57,20 +58,30 @@ def stale_campaigns(stale_seconds: int) -> list[tuple[int, str]]:
         release_connection()
 
 
+def _first_resume(queue: Queue, campaign_id: int, seconds: int) -> bool:
+    """True for one caller per campaign per `seconds` (STALE_SECONDS), whatever the number of
+    sweeping workers: a resumed campaign gets that long to beat again. Without it every sweep
+    of every worker re-enqueued the stalled campaign, and since each send job leaves a
+    successor, every extra resume stayed on as one more send job for the campaign."""
+    key = f"campaigns:resume:{campaign_id}"
+    return bool(queue.connection.set(key, os.getpid(), nx=True, ex=max(1, seconds)))
+
+
 def resume(queue: Queue, campaign_id: int, status: str) -> None:
-    # One resume per campaign per minute at most, whatever the number of sweeping workers.
-    slot = int(utcnow().timestamp() // 60)
+    if not _first_resume(queue, campaign_id, delivery_settings().stale_seconds):
+        return
+    suffix = uuid.uuid4().hex[:8]
     if status == Status.CALCULATING:
         queue.enqueue(
             calculate,
             campaign_id,
-            job_id=f"resume-calc-{campaign_id}-{slot}",
+            job_id=f"resume-calc-{campaign_id}-{suffix}",
             job_timeout=CALCULATE_TIMEOUT,
         )
     else:
         ledger.reap(campaign_id)
         release_connection()
-        enqueue_send(queue, campaign_id, f"resume-send-{campaign_id}-{slot}")
+        enqueue_send(queue, campaign_id, f"resume-send-{campaign_id}-{suffix}")
     log.warning("resuming a stalled campaign", extra={"campaign_id": campaign_id, "status": status})
 
 
