@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from jobs import ledger
+from jobs import freeze, ledger
 from jobs.context import delivery_settings, ensure_database, queue
 from server import segment_engine, transitions
 from server.exceptions import InvalidArgument
@@ -95,7 +95,9 @@ def calculate(campaign_id: int) -> str:
         compiled = segment_engine.compile_segment(segment.expression)
     except InvalidArgument as exc:
         return _fail(campaign_id, f"segment {segment.id} cannot be evaluated: {exc.message}")
-    matched = _freeze(campaign, compiled, segment.edition_id)
+    # An exact segment never leaves the database; any other is decided by CEL in Python.
+    frozen = freeze.freeze_in_sql if compiled.exact else _freeze
+    matched = frozen(campaign, compiled, segment.edition_id)
     if matched is None:
         return "cancelled"
     ledger.skip_suppressed(campaign_id, campaign.organization_id, campaign.channel)

@@ -264,6 +264,35 @@ def clauses(expression: str) -> list[Clause]:
     return [clause for clause in found if clause is not None]
 
 
+def exact(expression: str) -> bool:
+    """True when the pushed clauses ARE the expression: every top-level conjunct is a pushed
+    equality (or the literal `true`), so SQL alone decides membership and CEL need not run.
+
+    Equalities only: string and bool equality means the same in CEL and in SQL on a column,
+    in JSONB containment (`{"a": ["x"]} @> {"a": "x"}` is false below the top level) and in
+    SQLite's json_extract / json_type; a missing key or another type is an error in CEL and
+    no match, and false in SQL. `in` is not exact: PostgreSQL's `?` also matches a string."""
+    tokens = tokenize(expression)
+    return tokens is not None and _exact(tokens)
+
+
+def _exact(tokens: list[Token]) -> bool:
+    # Not `conjuncts`: it drops a parenthesised disjunction (fine for a necessary condition,
+    # fatal here), so every part must itself be exact.
+    parts = _top_level(tokens)
+    if parts is None:
+        return False
+    for part in parts:
+        if _wrapped(part):
+            if not _exact(part[1:-1]):
+                return False
+        elif part != [("ident", "true")]:
+            clause = recognise(part)
+            if clause is None or clause.kind != "eq":
+                return False
+    return True
+
+
 def _nested(path: tuple[str, ...], value: Any) -> Any:
     for name in reversed(path):
         value = {name: value}

@@ -34,6 +34,7 @@ from server.segment_analysis import (
     reads,
     to_sql,
 )
+from server.segment_analysis import exact as is_exact
 from server.validation import invalid
 
 MAX_EXPRESSION_LENGTH = 4000
@@ -74,6 +75,7 @@ class CompiledSegment:
     clauses: tuple[Clause, ...] = ()
     pushed_down: list[str] = field(default_factory=list)
     reads: Reads | None = None  # None: hand CEL the whole user
+    exact: bool = False  # the pushed clauses decide alone: no CEL needed (see analysis.exact)
 
 
 def _position(message: str, expression: str) -> tuple[str, int, int]:
@@ -120,11 +122,18 @@ def compile_segment(expression: str) -> CompiledSegment:
         raise invalid("expression", f"line {line}, column {column}: {message}") from None
     pushed = tuple(clauses(expression))
     return CompiledSegment(
-        expression, program, pushed, [c.describe() for c in pushed], reads(expression)
+        expression,
+        program,
+        pushed,
+        [c.describe() for c in pushed],
+        reads(expression),
+        is_exact(expression),
     )
 
 
-def _query(compiled: CompiledSegment, organization_id: int, edition_id: int | None) -> pw.Select:
+def candidates(
+    compiled: CompiledSegment, organization_id: int, edition_id: int | None
+) -> pw.Select:
     """Candidates: live users of the organization (and edition) passing the pushed clauses."""
     where: list[pw.Node] = [User.organization_id == organization_id, User.erased_at.is_null()]
     if edition_id is not None:
@@ -141,6 +150,14 @@ def _pages(query: pw.Select, batch_size: int, organization_id: int) -> Iterator[
     (last < id <= last + batch_size). Windows rather than ORDER BY id LIMIT n: just after a big
     import PostgreSQL's statistics do not know the rows yet, and with LIMIT it may pick a plan
     that sorts every remaining row for every page (quadratic over a million users)."""
+    for window in id_windows(organization_id, batch_size):
+        rows = database.execute(query.where(window)).fetchall()
+        if rows:
+            yield rows
+
+
+def id_windows(organization_id: int, size: int) -> Iterator[pw.Expression]:
+    """Conditions `last < User.id <= last + size` covering the organization's users."""
     bounds = User.select(pw.fn.MIN(User.id), pw.fn.MAX(User.id)).where(
         User.organization_id == organization_id
     )
@@ -149,11 +166,8 @@ def _pages(query: pw.Select, batch_size: int, organization_id: int) -> Iterator[
         return
     last = int(low) - 1
     while last < int(high):
-        window = (User.id > last) & (User.id <= last + batch_size)
-        rows = database.execute(query.where(window)).fetchall()
-        if rows:
-            yield rows
-        last += batch_size
+        yield (User.id > last) & (User.id <= last + size)
+        last += size
 
 
 def _json(value: Any) -> Any:
@@ -223,8 +237,12 @@ def _scan(
     sqlite = not is_postgres()
     make_row: Callable[[Row], UserRow] = _sqlite_row if sqlite else UserRow._make
     context = _context_builder(compiled.reads, sqlite)
-    for rows in _pages(_query(compiled, organization_id, edition_id), batch_size, organization_id):
-        yield _matches(compiled.program, rows, context, make_row), len(rows)
+    query = candidates(compiled, organization_id, edition_id)
+    for rows in _pages(query, batch_size, organization_id):
+        if compiled.exact:  # SQL has decided: every candidate matches, none evaluated
+            yield [make_row(raw) for raw in rows], 0
+        else:
+            yield _matches(compiled.program, rows, context, make_row), len(rows)
 
 
 def iter_matches(

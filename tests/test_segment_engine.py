@@ -196,6 +196,7 @@ def test_pre_filter_plus_cel_equals_plain_cel(org_id: int):
     rnd = random.Random(20_270_626)
     generated = [_user(rnd, i) for i in range(400)]
     users = dict(zip(_insert(org_id, generated), generated, strict=True))
+    exact = []
     for expression, _ in EXPRESSIONS:
         compiled = se.compile_segment(expression)
         expected = _plain_cel(expression, users)
@@ -203,11 +204,17 @@ def test_pre_filter_plus_cel_equals_plain_cel(org_id: int):
         assert set(_matched_ids(compiled, org_id, batch_size=37)) == expected, expression
         count, evaluated = se.count_matches(compiled, org_id)
         assert count == len(expected)
+        if compiled.exact:  # SQL alone decided, and decided as CEL does
+            exact.append(expression)
+            assert evaluated == 0
+            continue
         assert evaluated >= count
         if compiled.pushed_down:
             assert evaluated < len(users), f"nothing filtered in SQL for {expression!r}"
         else:
             assert evaluated == len(users)
+    # The SQL-only path must be exercised by odd users too, not only by the simple cases.
+    assert len(exact) >= 6, exact
 
 
 def test_edition_restricts_to_members(org_id: int):
@@ -234,7 +241,7 @@ def test_erased_users_are_excluded(org_id: int):
     _insert(org_id, [_simple(2), _simple(3)], erased_at=utcnow())
     for expression in (EXAMPLE, "true"):
         assert _matched_ids(se.compile_segment(expression), org_id) == kept
-    assert se.count_matches(se.compile_segment("true"), org_id) == (2, 2)
+    assert se.count_matches(se.compile_segment("true"), org_id) == (2, 0)  # exact: no CEL
 
 
 def test_keyset_batches_cross_page_boundaries(org_id: int):
