@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in one run, printing the figures BENCHMARKS.md reports.
 
-BENCH_SCALE (default 1.0) scales the sizes down for a quick look, e.g. BENCH_SCALE=0.1.
-Needs PostgreSQL at 127.0.0.1:5432 and Postfix's smtp-sink (apt-get install postfix).
+BENCH_SCALE (default 1.0) scales the sizes down for a quick look, e.g. BENCH_SCALE=0.1 (the
+load test's duration too, never below 10 s). Needs PostgreSQL at 127.0.0.1:5432 and Postfix's
+smtp-sink (apt-get install postfix; the load test falls back to aiosmtpd without it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ def n(value: int) -> str:
     return str(max(1000, int(value * SCALE)))
 
 
+def seconds(value: float) -> str:
+    return str(max(10, round(value * SCALE)))
+
+
 RUNS = [
     ["bench.segment_eval", "--users", n(1_000_000), "--database", "sqlite"],
     ["bench.segment_eval", "--users", n(1_000_000), "--database", "postgres"],
@@ -24,6 +29,10 @@ RUNS = [
     ["bench.import_users", "--users", n(100_000), "--database", "postgres"],
     ["bench.delivery", "--recipients", n(100_000), "--channel", "email", "--database", "postgres"],
     ["bench.delivery", "--recipients", n(100_000), "--channel", "sms", "--database", "postgres"],
+    *(
+        ["bench.load", "--seconds", seconds(60), "--recipients", n(30_000), "--database", db]
+        for db in ("sqlite", "postgres")
+    ),
 ]
 
 

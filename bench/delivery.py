@@ -63,7 +63,8 @@ def fresh_database(kind: str, directory: Path) -> Iterator[str]:
     try:
         yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     finally:
-        database.close_all()
+        if database.obj is not None:  # None when set-up failed before opening it
+            database.close_all()
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
@@ -168,7 +169,11 @@ def run_pipeline(
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, fresh_database(args.database, Path(tmp)) as url:
         redis_proc, redis_url = localredis.start(Path(tmp) / "redis")
-        app = build(Settings(database_url=url, redis_url=redis_url, host="127.0.0.1", port=0))
+        app = build(
+            Settings(
+                database_url=url, redis_url=redis_url, host="127.0.0.1", port=0, dev_mode=True
+            )
+        )
         env = {
             **os.environ,
             **sink_env,

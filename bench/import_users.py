@@ -153,6 +153,7 @@ def main() -> None:
                         host="127.0.0.1",
                         port=0,
                         queue_name=f"bench-{uuid.uuid4().hex[:8]}",
+                        dev_mode=True,
                     )
                 )
                 try:

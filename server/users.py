@@ -199,7 +199,7 @@ class Importer:
                     | pw.EXCLUDED.email_unsubscribed,
                     User.sms_unsubscribed: User.sms_unsubscribed | pw.EXCLUDED.sms_unsubscribed,
                 },
-            ).execute()
+            ).as_rowcount().execute()  # not RETURNING a thousand ids nobody reads
             self._join_editions(by_key)
         self.result.updated += len(existing)
         self.result.created += len(by_key) - len(existing)
@@ -224,7 +224,7 @@ class Importer:
         if pairs:
             UserEdition.insert_many(
                 [{"user": u, "edition": e} for u, e in pairs]
-            ).on_conflict_ignore().execute()
+            ).on_conflict_ignore().as_rowcount().execute()
 
     def log_progress(self) -> None:
         rate = self.index / max(time.monotonic() - self.started, 1e-6)
