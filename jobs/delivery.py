@@ -4,6 +4,11 @@ A job works for at most `job_budget_seconds`, then hands over to a fresh job, so
 campaign never pins a worker and several campaigns share the workers fairly. Rows are marked
 "sending" a group at a time just before the network calls: a crash leaves at most one group
 ambiguous, never silently resent. The last job to find nothing left finishes the campaign.
+
+Each provider endpoint has a circuit breaker shared by all workers (`jobs/circuit.py`). While
+it is open a job sends nothing more: messages already handed to the I/O thread come back
+"deferred" (pending again, no attempt spent), unsent claims are released, and the job
+reschedules itself for when the breaker may let a probe through.
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from rq import Queue
 
 from jobs import ledger, results
+from jobs.circuit import Circuit
 from jobs.compose import Composer
 from jobs.context import delivery_settings, ensure_database, queue, shared_redis
-from jobs.providers import SendResult, permanent
+from jobs.providers import SendResult, deferred, permanent
 from jobs.providers.factory import make_provider
 from jobs.ratelimit import RateLimiter
 from server import transitions
@@ -70,6 +78,9 @@ class Sender:
         self.provider = make_provider(campaign.channel, settings)
         rate = settings.email_rate if campaign.channel == "email" else settings.sms_rate
         self.limiter = RateLimiter(shared_redis(), self.provider.name, rate)
+        endpoint = f"{self.provider.name}:{self.provider.endpoint}"
+        self.circuit = Circuit(shared_redis(), endpoint, settings, self.owner)
+        self.paused_for: float | None = None  # set when the circuit stopped this job
         # One SMTP connection is not shared between threads; HTTP providers may allow more.
         self.io = ThreadPoolExecutor(
             max_workers=getattr(self.provider, "concurrency", 1), thread_name_prefix="send"
@@ -89,12 +100,25 @@ class Sender:
 
     def run(self, deadline: float) -> None:
         while time.monotonic() < deadline and not self.cancelled(force=True):
-            claimed = ledger.claim(
-                self.campaign.id, self.owner, self.settings.claim_size, self.settings.lease_seconds
-            )
+            gate = self.circuit.check()
+            self.paused_for = None if gate.allowed else gate.wait
+            if self.paused_for is not None:
+                return
+            # A probe is one message: the provider's answer decides for everyone.
+            limit = 1 if gate.probing else self.settings.claim_size
+            claimed = ledger.claim(self.campaign.id, self.owner, limit, self.settings.lease_seconds)
             if not claimed:
+                if gate.probing:
+                    self.circuit.release_probe()
                 return
             self.send_claimed(claimed)
+
+    def blocked(self) -> bool:
+        """Has the circuit opened (here or in another worker) since this job claimed?"""
+        gate = self.circuit.check(may_probe=False)
+        if not gate.allowed:
+            self.paused_for = gate.wait
+        return not gate.allowed
 
     def send_claimed(self, claimed: list[ledger.Claimed]) -> None:
         """Two groups overlap: while the I/O thread sends one, this thread records the one
@@ -103,6 +127,10 @@ class Sender:
         in_flight: InFlight | None = None
         for start in range(0, len(claimed), size):
             group = claimed[start : start + size]
+            if self.blocked():
+                self.finish_group(in_flight)
+                ledger.release([c.id for c in claimed[start:]], self.owner)
+                return
             # The rate limit may hold a group for seconds: a cancel meanwhile must stop it.
             waited = self.limiter.acquire(len(group), stop=lambda: self.cancelled(force=True))
             if self.cancelled(force=waited > 0):
@@ -130,10 +158,7 @@ class Sender:
         if not in_flight:
             return
         outcomes = [(row, future.result()) for row, future in in_flight]
-        tally = results.record(self.campaign.id, self.owner, outcomes, self.settings)
-        self.tally.sent += tally.sent
-        self.tally.failed += tally.failed
-        self.tally.retried += tally.retried
+        self.tally.add(results.record(self.campaign.id, self.owner, outcomes, self.settings))
 
     def keep_lease(self) -> None:
         """Renew the lease on the rows still held, a third of the way into it (not per group:
@@ -150,12 +175,19 @@ class Sender:
             return _done(permanent("user was erased before the message went out"))
         try:
             if self.campaign.channel == "email":
-                return self.io.submit(
-                    self.provider.send_email, self.composer.email(user, row.address)
-                )
-            return self.io.submit(self.provider.send_sms, self.composer.sms(user, row.address))
+                message: Any = self.composer.email(user, row.address)
+                return self.io.submit(self.guarded, self.provider.send_email, message)
+            message = self.composer.sms(user, row.address)
+            return self.io.submit(self.guarded, self.provider.send_sms, message)
         except RenderError as exc:
             return _done(permanent(f"template failed for this user: {exc}"))
+
+    def guarded(self, send: Callable[[Any], SendResult], message: Any) -> SendResult:
+        """On the I/O thread: once the circuit is open, nothing more goes out (the row goes
+        back to pending with its attempt unspent); every answer feeds the breaker."""
+        if self.circuit.tripped.is_set():
+            return deferred(self.circuit.wait())
+        return self.circuit.observe(send(message))
 
     def close(self) -> None:
         self.io.shutdown(wait=True)
@@ -189,19 +221,26 @@ def send(campaign_id: int) -> str:
             "sent": sender.tally.sent,
             "failed": sender.tally.failed,
             "retried": sender.tally.retried,
+            "deferred": sender.tally.deferred,
+            "ambiguous": sender.tally.ambiguous,
+            "paused_for": sender.paused_for,
             "msgs_per_s": round(sender.tally.sent / elapsed),
         },
     )
-    return after_send(campaign_id, settings)
+    return after_send(campaign_id, settings, sender.paused_for)
 
 
-def after_send(campaign_id: int, settings: DeliverySettings) -> str:
+def after_send(
+    campaign_id: int, settings: DeliverySettings, paused_for: float | None = None
+) -> str:
     """Finish the campaign, or make sure a job will pick up what is left. Each job leaves at
     most one successor, so the number of send jobs per campaign never grows."""
     if _status(campaign_id) != Status.SENDING:
         return "stopped"
     if ledger.count(campaign_id, ledger.IN_FLIGHT) == 0:
         return finish(campaign_id)
+    if paused_for is not None:
+        return pause(campaign_id, paused_for)
     if ledger.claimable(campaign_id):
         enqueue_send(queue(), campaign_id, f"send-{campaign_id}-{uuid.uuid4().hex[:8]}")
         return "continued"
@@ -212,6 +251,16 @@ def after_send(campaign_id: int, settings: DeliverySettings) -> str:
         queue(), campaign_id, f"send-{campaign_id}-retry-{int(retry_at.timestamp())}", at=retry_at
     )
     return "waiting for retries"
+
+
+def pause(campaign_id: int, seconds: float) -> str:
+    """The provider's circuit is open: come back when it may let a probe through. The
+    heartbeat is refreshed, or the sweep would take the wait for a dead worker."""
+    Campaign.update(heartbeat_at=utcnow()).where(Campaign.id == campaign_id).execute()
+    at = utcnow() + dt.timedelta(seconds=max(seconds, 0.5))
+    job_id = f"send-{campaign_id}-circuit-{uuid.uuid4().hex[:8]}"
+    enqueue_send(queue(), campaign_id, job_id, at=at)
+    return "circuit open"
 
 
 def finish(campaign_id: int) -> str:

@@ -1,8 +1,11 @@
-"""Record what happened to each message: sent, failed, or back to pending for a retry.
+"""Record what happened to each message: sent, failed, ambiguous, or back to pending.
 
-Outcomes are written per status group in one transaction together with the campaign's
-counters, so `sent_count` and `failed_count` always equal the ledger. Only rows still held
-by this worker (lease owner, status sending) are updated.
+Outcomes are written per kind in one transaction together with the campaign's counters, so
+`sent_count` and `failed_count` always equal the ledger. Only rows still held by this worker
+(lease owner, status sending) are updated. Every outcome spends one attempt except a deferred
+one (the circuit was open, nothing went out). Transient failures come back after an
+exponential backoff with jitter, never sooner than the provider's Retry-After; an ambiguous
+send (it may have been delivered) is final and never retried.
 """
 
 from __future__ import annotations
@@ -20,20 +23,29 @@ from server.config import DeliverySettings
 from server.db import database, is_postgres, write_transaction
 from server.models import Campaign, DeliveryStatus, utcnow
 
-# (id, provider_message_id, last_error, next_attempt_at, sent_at)
-Row = tuple[int, str | None, str, dt.datetime | None, dt.datetime | None]
+# (id, provider_message_id, last_error, next_attempt_at, sent_at, attempts spent)
+Row = tuple[int, str | None, str, dt.datetime | None, dt.datetime | None, int]
+
+# What each kind of outcome makes of the row.
+KINDS = {
+    "sent": DeliveryStatus.SENT,
+    "failed": DeliveryStatus.FAILED,
+    "retried": DeliveryStatus.PENDING,
+    "deferred": DeliveryStatus.PENDING,
+    "ambiguous": DeliveryStatus.AMBIGUOUS,
+}
 
 _PG_UPDATE = (
     "UPDATE delivery SET status = {status}, provider_message_id = v.pmid, last_error = v.err,"
-    " next_attempt_at = v.nat, sent_at = v.sent_at, attempts = attempts + 1,"
+    " next_attempt_at = v.nat, sent_at = v.sent_at, attempts = attempts + v.spent,"
     " lease_owner = NULL, lease_expires_at = NULL, modified = {now}"
-    " FROM (VALUES %s) AS v(id, pmid, err, nat, sent_at)"
+    " FROM (VALUES %s) AS v(id, pmid, err, nat, sent_at, spent)"
     " WHERE delivery.id = v.id AND delivery.lease_owner = {owner} AND delivery.status = 'sending'"
     " RETURNING delivery.id"
 )
 _SQLITE_UPDATE = (
     "UPDATE delivery SET status = :status, provider_message_id = :pmid, last_error = :err,"
-    " next_attempt_at = :nat, sent_at = :sent_at, attempts = attempts + 1,"
+    " next_attempt_at = :nat, sent_at = :sent_at, attempts = attempts + :spent,"
     " lease_owner = NULL, lease_expires_at = NULL, modified = :now"
     " WHERE id = :id AND lease_owner = :owner AND status = 'sending'"
 )
@@ -44,36 +56,57 @@ class Tally:
     sent: int = 0
     failed: int = 0
     retried: int = 0
+    deferred: int = 0
+    ambiguous: int = 0
+
+    def add(self, other: Tally) -> None:
+        for kind in KINDS:
+            setattr(self, kind, getattr(self, kind) + getattr(other, kind))
 
 
 def backoff(attempt: int, settings: DeliverySettings) -> dt.timedelta:
-    """Exponential with full jitter: retries of many recipients don't land together."""
+    """Exponential with "equal" jitter (between half the ceiling and the ceiling): retries of
+    many recipients don't land together, and none comes back much sooner than planned."""
     ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2**attempt)
     return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+def retry_delay(attempt: int, result: SendResult, settings: DeliverySettings) -> dt.timedelta:
+    """The backoff, but never sooner than the provider asked (Retry-After, capped)."""
+    floor = min(result.retry_after, settings.retry_max_seconds)
+    return max(backoff(attempt, settings), dt.timedelta(seconds=floor))
+
+
+def _place(
+    row: Claimed, result: SendResult, settings: DeliverySettings, now: dt.datetime
+) -> tuple[str, Row]:
+    """The kind of outcome and the row's new values."""
+    if result.outcome == Outcome.SENT:
+        return "sent", (row.id, result.provider_message_id, "", None, now, 1)
+    if result.outcome == Outcome.DEFERRED:  # never attempted: the attempt is not spent
+        resume = now + dt.timedelta(seconds=result.retry_after)
+        return "deferred", (row.id, None, result.error, resume, None, 0)
+    if result.outcome == Outcome.AMBIGUOUS:
+        return "ambiguous", (row.id, None, result.error, None, None, 1)
+    if result.outcome == Outcome.TRANSIENT and row.attempts + 1 < settings.max_attempts:
+        retry_at = now + retry_delay(row.attempts, result, settings)
+        return "retried", (row.id, None, result.error, retry_at, None, 1)
+    error = (
+        result.error
+        if result.outcome == Outcome.PERMANENT
+        else f"gave up after {row.attempts + 1} attempts: {result.error}"
+    )
+    return "failed", (row.id, None, error, None, None, 1)
 
 
 def _classify(
     items: Sequence[tuple[Claimed, SendResult]], settings: DeliverySettings
 ) -> dict[str, list[Row]]:
     now = utcnow()
-    groups: dict[str, list[Row]] = {
-        DeliveryStatus.SENT: [],
-        DeliveryStatus.FAILED: [],
-        DeliveryStatus.PENDING: [],
-    }
+    groups: dict[str, list[Row]] = {kind: [] for kind in KINDS}
     for row, result in items:
-        if result.outcome == Outcome.SENT:
-            groups[DeliveryStatus.SENT].append((row.id, result.provider_message_id, "", None, now))
-        elif result.outcome == Outcome.TRANSIENT and row.attempts + 1 < settings.max_attempts:
-            retry_at = now + backoff(row.attempts, settings)
-            groups[DeliveryStatus.PENDING].append((row.id, None, result.error, retry_at, None))
-        else:
-            error = (
-                result.error
-                if result.outcome == Outcome.PERMANENT
-                else (f"gave up after {row.attempts + 1} attempts: {result.error}")
-            )
-            groups[DeliveryStatus.FAILED].append((row.id, None, error, None, None))
+        kind, values = _place(row, result, settings, now)
+        groups[kind].append(values)
     return groups
 
 
@@ -89,7 +122,7 @@ def _apply_postgres(status: str, rows: list[Row], owner: str) -> int:
         cursor,
         _PG_UPDATE.format(**fixed),
         rows,
-        template="(%s, %s, %s, %s::timestamp, %s::timestamp)",
+        template="(%s, %s, %s, %s::timestamp, %s::timestamp, %s::int)",
         fetch=True,
     )
     return len(done)
@@ -108,11 +141,12 @@ def _apply_sqlite(status: str, rows: list[Row], owner: str) -> int:
             "err": err,
             "nat": _text(nat),
             "sent_at": _text(sent_at),
+            "spent": spent,
             "id": id_,
             "owner": owner,
             "now": now,
         }
-        for id_, pmid, err, nat, sent_at in rows
+        for id_, pmid, err, nat, sent_at, spent in rows
     ]
     cursor = database.cursor()
     cursor.executemany(_SQLITE_UPDATE, params)
@@ -129,16 +163,9 @@ def record(
     apply = _apply_postgres if is_postgres() else _apply_sqlite
     tally = Tally()
     with write_transaction():
-        for status, rows in groups.items():
-            if not rows:
-                continue
-            done = apply(status, rows, owner)
-            if status == DeliveryStatus.SENT:
-                tally.sent = done
-            elif status == DeliveryStatus.FAILED:
-                tally.failed = done
-            else:
-                tally.retried = done
+        for kind, rows in groups.items():
+            if rows:
+                setattr(tally, kind, apply(KINDS[kind], rows, owner))
         Campaign.update(
             sent_count=Campaign.sent_count + tally.sent,
             failed_count=Campaign.failed_count + tally.failed,

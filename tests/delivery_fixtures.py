@@ -147,6 +147,12 @@ class Sms:
     at: float
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class FakeTwilio:
     """POST /2010-04-01/Accounts/{sid}/Messages.json with basic auth; `fail` picks numbers."""
@@ -186,6 +192,11 @@ class FakeTwilio:
                                      time.time()))
         return 201, {"sid": sid, "status": "queued", "to": to, "body": form.get("Body", "")}
 
+    def respond(self, path: str, auth: str, form: dict[str, str]
+                ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The answer with extra headers: a hook for the fault fixtures (tests/fault_fixtures)."""
+        return (*self.answer(path, auth, form), {})
+
     def to(self, number: str) -> list[Sms]:
         with self.lock:
             return [m for m in self.received if m.to == number]
@@ -202,19 +213,20 @@ class FakeTwilio:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = parse_qs(self.rfile.read(length).decode())
                 form = {key: values[0] for key, values in raw.items()}
-                status, payload = fake.answer(self.path, self.headers.get("Authorization", ""),
-                                              form)
+                status, payload, headers = fake.respond(
+                    self.path, self.headers.get("Authorization", ""), form)
                 body = json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                for name, value in {**headers, "Content-Type": "application/json",
+                                    "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = _QuietHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         fake.port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, daemon=True)

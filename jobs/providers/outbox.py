@@ -21,6 +21,7 @@ class OutboxProvider:
 
     def __init__(self, directory: str) -> None:
         self.directory = Path(directory)
+        self.endpoint = str(self.directory)
         (self.directory / "email").mkdir(parents=True, exist_ok=True)
 
     def send_email(self, message: OutgoingEmail) -> SendResult:

@@ -1,16 +1,40 @@
 """Email over SMTP with smtplib: one connection reused across a batch, reopened when lost.
 
-4xx replies and connection trouble are transient (retried later); 5xx replies are permanent
-for that recipient.
+The transaction is driven step by step (MAIL, RCPT, DATA, payload, final reply) rather than
+with `sendmail`, because one distinction matters for exactly-once delivery: a connection lost
+*before* the payload went out means the message was certainly not accepted (retry it), while
+one lost *after* it went out, waiting for the final reply, means it may have been (ambiguous:
+never resend). The "354" reply is read before the payload is sent, so a server that hangs up
+on the DATA command itself is a plain retry.
+
+Replies: 5xx are permanent for that recipient. 4xx are transient; they count as a provider
+fault (towards the circuit breaker) except a 4xx to RCPT other than 421, which is about the
+recipient (greylisting, a full or busy mailbox). 421 (closing) and connection trouble are
+faults.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 
-from jobs.providers import OutgoingEmail, SendResult, permanent, sent, transient
+from jobs.providers import OutgoingEmail, SendResult, ambiguous, permanent, sent, transient
 from server.config import DeliverySettings
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _payload(data: bytes) -> bytes:
+    """What smtplib's `data` sends: dot-stuffed, ending with CRLF . CRLF."""
+    stuffed = _LEADING_DOT.sub(b"..", data)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
 
 
 class SmtpProvider:
@@ -18,6 +42,7 @@ class SmtpProvider:
 
     def __init__(self, settings: DeliverySettings) -> None:
         self.settings = settings
+        self.endpoint = f"{settings.smtp_host}:{settings.smtp_port}"
         self._conn: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -35,34 +60,64 @@ class SmtpProvider:
                 conn.starttls(context=ssl.create_default_context())
         if s.smtp_username:
             conn.login(s.smtp_username, s.smtp_password)
+        conn.ehlo_or_helo_if_needed()  # `mail` below does not say hello by itself
         return conn
 
     def send_email(self, message: OutgoingEmail) -> SendResult:
         try:
             if self._conn is None:
                 self._conn = self._connect()
-            self._conn.sendmail(message.sender, [message.recipient], message.data)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = next(iter(exc.recipients.values()))
-            if code == 421:  # the server is closing the connection: don't reuse it
-                self.close()
-            return self._reply(code, reply)
-        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-            return self._reply(exc.smtp_code, exc.smtp_error)
-        except smtplib.SMTPResponseException as exc:
+            return self._transaction(self._conn, message)
+        except smtplib.SMTPResponseException as exc:  # a refusal while connecting
             self.close()
-            return self._reply(exc.smtp_code, exc.smtp_error)
+            return self._reply(exc.smtp_code, exc.smtp_error, recipient=False)
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-            # Connection refused, dropped mid-transaction, timed out: try again later.
+            # Refused, dropped or timed out before the payload went out: not delivered.
             self.close()
-            return transient(f"smtp connection: {type(exc).__name__}: {exc}")
-        return sent(message.message_id)
+            return transient(f"smtp connection: {type(exc).__name__}: {exc}", fault=True)
+
+    def _transaction(self, conn: smtplib.SMTP, message: OutgoingEmail) -> SendResult:
+        options = [f"SIZE={len(message.data)}"] if conn.has_extn("size") else []
+        code, reply = conn.mail(message.sender, options)
+        if code != 250:
+            return self._refused(conn, code, reply, recipient=False)
+        code, reply = conn.rcpt(message.recipient)
+        if code not in (250, 251):
+            return self._refused(conn, code, reply, recipient=True)
+        conn.putcmd("data")
+        code, reply = conn.getreply()
+        if code != 354:
+            return self._refused(conn, code, reply, recipient=False)
+        conn.send(_payload(message.data))  # fails only if the payload did not all go out
+        try:
+            code, reply = conn.getreply()
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            self.close()
+            return ambiguous(f"smtp: no reply after the message data: {exc}")
+        if 200 <= code < 300:
+            return sent(message.message_id)
+        return self._reply(code, reply, recipient=False)  # the transaction is over either way
+
+    def _refused(
+        self, conn: smtplib.SMTP, code: int, reply: bytes, *, recipient: bool
+    ) -> SendResult:
+        """A refusal mid-transaction: reset it so the connection serves the next message,
+        or drop the connection when the server is closing it (421)."""
+        if code == 421:
+            self.close()
+        else:
+            try:
+                conn.rset()
+            except (smtplib.SMTPException, OSError):
+                self.close()
+        return self._reply(code, reply, recipient=recipient)
 
     @staticmethod
-    def _reply(code: int, reply: bytes | str) -> SendResult:
-        text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-        error = f"smtp {code}: {text}"
-        return permanent(error) if 500 <= code < 600 else transient(error)
+    def _reply(code: int, reply: bytes | str, *, recipient: bool) -> SendResult:
+        error = f"smtp {code}: {_text(reply)}"
+        if 500 <= code < 600:
+            return permanent(error)
+        return transient(error, fault=code == 421 or not recipient)
 
     def close(self) -> None:
         if self._conn is not None:
