@@ -893,7 +893,9 @@ class PreviewSegmentResponse(_message.Message):
     count: _builtins.int
     """Number of users matching now."""
     evaluated: _builtins.int
-    """Users the expression was evaluated on after the database pre-filter."""
+    """Users the expression was evaluated on in CEL after the database pre-filter; 0 when the
+    database decided alone (every clause of the expression is a pushed-down equality).
+    """
     @_builtins.property
     def sample(self) -> _containers.RepeatedCompositeFieldContainer[_user_pb2.User]:
         """The first matching users."""

@@ -305,7 +305,10 @@ export interface PreviewSegmentResponse {
   count: number;
   /** The first matching users. */
   sample: User[];
-  /** Users the expression was evaluated on after the database pre-filter. */
+  /**
+   * Users the expression was evaluated on in CEL after the database pre-filter; 0 when the
+   * database decided alone (every clause of the expression is a pushed-down equality).
+   */
   evaluated: number;
 }
 
