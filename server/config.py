@@ -21,6 +21,20 @@ MAX_SMS_BODY_LENGTH = 1600  # ten concatenated GSM-7 parts, a common provider ce
 MAX_SEARCH_LENGTH = 255
 MAX_REQUEST_ID_LENGTH = 128
 
+# Untrusted input: segment expressions (CEL), message templates (Jinja2) and user attributes.
+# CEL runs native code holding the GIL, so a costly expression would stall every thread of
+# the server: it is refused by shape first, and PreviewSegment evaluates in a child process.
+MAX_EXPRESSION_LENGTH = 4000  # characters
+MAX_EXPRESSION_NESTING = 32  # brackets, parentheses and braces open at once
+MAX_COMPREHENSIONS = 4  # all/exists/exists_one/map/filter macros, and none inside another
+PREVIEW_EVAL_SECONDS = 30.0  # CEL evaluation time one PreviewSegment may take
+PREVIEW_EVAL_MEMORY_BYTES = 1024 * 1024 * 1024  # address space of the evaluating process
+MAX_TEMPLATE_LENGTH = 512 * 1024  # characters of template source
+MAX_RENDERED_LENGTH = 2 * 1024 * 1024  # characters one render may produce
+MAX_RENDER_SECONDS = 2.0  # one render, checked at every loop step, call and output chunk
+MAX_TEMPLATE_RANGE = 10_000  # items range() may give a template
+MAX_ATTRIBUTES_BYTES = 16 * 1024  # a user's attributes as compact JSON (UTF-8)
+
 # Streams: each open watcher holds one server thread for its whole life.
 DEFAULT_MAX_WATCHERS = 256
 DEFAULT_WATCH_INTERVAL = 0.25  # seconds between polls of a watched campaign

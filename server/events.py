@@ -28,7 +28,7 @@ from server.models import (
     User,
     utcnow,
 )
-from server.validation import invalid
+from server.validation import NUL_MESSAGE, has_nul, invalid
 
 MAX_EVENTS = 1000
 # event type -> ledger columns set the first time it happens. A click proves an open, and
@@ -130,6 +130,9 @@ def _problem(event: EventInput) -> str:
         return "name the message: provider_message_id, or campaign_id and user_id"
     if len(event.event_id) > 128:
         return "event_id must be at most 128 characters"
+    for name in ("event_id", "provider_message_id", "url", "detail"):
+        if has_nul(getattr(event, name)):
+            return f"{name} {NUL_MESSAGE}"
     return ""
 
 

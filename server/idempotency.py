@@ -20,7 +20,7 @@ from server.config import MAX_REQUEST_ID_LENGTH
 from server.db import write_transaction
 from server.exceptions import CampaignServiceError
 from server.models import Campaign, Edition, IdempotencyKey
-from server.validation import invalid
+from server.validation import NUL_MESSAGE, has_nul, invalid
 
 _DATETIME_FIELDS = [
     name for name, f in Campaign._meta.fields.items() if isinstance(f, pw.DateTimeField)
@@ -69,6 +69,8 @@ def run_once(
     method = _namespace(method)
     if len(key) > MAX_REQUEST_ID_LENGTH:
         raise invalid("request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} characters")
+    if has_nul(key):
+        raise invalid("request_id", NUL_MESSAGE)
     if not key:
         with write_transaction():
             return call(), True

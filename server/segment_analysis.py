@@ -218,7 +218,8 @@ def _literal(token: Token) -> str | bool | None:
         value = cel.evaluate(text)
     except Exception:
         return None
-    return value if isinstance(value, str) else None
+    # A NUL (written \x00 in the expression) cannot be a PostgreSQL query parameter: CEL's.
+    return value if isinstance(value, str) and "\x00" not in value else None
 
 
 def _clause(

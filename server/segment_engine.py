@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import cel
 import peewee as pw
 
+from server.config import MAX_COMPREHENSIONS, MAX_EXPRESSION_LENGTH, MAX_EXPRESSION_NESTING
 from server.db import database, is_postgres
 from server.models import User, UserEdition
 from server.segment_analysis import (
@@ -30,14 +31,15 @@ from server.segment_analysis import (
     USER_FIELDS,
     Clause,
     Reads,
+    Token,
     clauses,
     reads,
     to_sql,
+    tokenize,
 )
 from server.segment_analysis import exact as is_exact
-from server.validation import invalid
+from server.validation import NUL_MESSAGE, has_nul, invalid
 
-MAX_EXPRESSION_LENGTH = 4000
 DEFAULT_BATCH_SIZE = 5000
 _POSITION = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
 
@@ -97,12 +99,83 @@ def _too_long(expression: str) -> tuple[str, int, int] | None:
     return message, line, column
 
 
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_OPENING, _CLOSING = "([{", ")]}"
+
+
+def _nesting(tokens: list[Token]) -> int:
+    depth = deepest = 0
+    for kind, text in tokens:
+        if kind == "op" and text in _OPENING:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif kind == "op" and text in _CLOSING:
+            depth -= 1
+    return deepest
+
+
+def _comprehension_problem(tokens: list[Token]) -> str | None:
+    """Comprehension macros (`x.map(v, ...)`, `x.exists(v, ...)`...) cost their list's length
+    times their body, and map/filter rebuild their result at every step: a few, never one
+    inside another, keeps one evaluation to milliseconds."""
+    count = 0
+    open_macros: list[int] = []  # bracket depth at which each enclosing macro call opened
+    depth = 0
+    for index, (kind, text) in enumerate(tokens):
+        if kind == "op" and text in _OPENING:
+            depth += 1
+        elif kind == "op" and text in _CLOSING:
+            depth -= 1
+            while open_macros and open_macros[-1] > depth:
+                open_macros.pop()
+        is_macro = (
+            kind == "ident"
+            and text in _MACROS
+            and tokens[index - 1 : index] == [("op", ".")]
+            and tokens[index + 1 : index + 2] == [("op", "(")]
+        )
+        if not is_macro:
+            continue
+        if open_macros:
+            return f"{text}() inside another macro's arguments is not allowed"
+        count += 1
+        open_macros.append(depth + 1)
+    if count > MAX_COMPREHENSIONS:
+        return f"at most {MAX_COMPREHENSIONS} all/exists/exists_one/map/filter macros, got {count}"
+    return None
+
+
+_ROUGH = re.compile(r"[A-Za-z_][A-Za-z_0-9]*|[()\[\]{}.]")
+
+
+def _rough_tokens(expression: str) -> list[Token]:
+    """Identifiers, dots and brackets, strings ignored: for what `tokenize` cannot lex (which
+    CEL most likely refuses too). It can only over-count, never let a costly shape through."""
+    return [
+        ("ident" if match[0].isalpha() or match[0] == "_" else "op", match)
+        for match in _ROUGH.findall(expression)
+    ]
+
+
+def _shape_problem(expression: str) -> str | None:
+    """Why an expression of this size or shape is refused before it is compiled, if it is."""
+    if has_nul(expression):
+        return NUL_MESSAGE
+    tokens = tokenize(expression) or _rough_tokens(expression)
+    if _nesting(tokens) > MAX_EXPRESSION_NESTING:
+        return f"nests brackets more than {MAX_EXPRESSION_NESTING} deep"
+    return _comprehension_problem(tokens)
+
+
 def parse_error(expression: str) -> tuple[str, int, int] | None:
     """(message, line, column) of the first problem with an expression, or None if it compiles.
     Lines and columns count from 1."""
     problem = _too_long(expression)
     if problem is not None:
         return problem
+    shape = _shape_problem(expression)
+    if shape is not None:
+        return shape, 1, 1
     try:
         cel.compile(expression)
     except ValueError as exc:
@@ -115,6 +188,9 @@ def compile_segment(expression: str) -> CompiledSegment:
     too_long = _too_long(expression)
     if too_long is not None:
         raise invalid("expression", too_long[0])
+    shape = _shape_problem(expression)
+    if shape is not None:
+        raise invalid("expression", shape)
     try:
         program = cel.compile(expression)
     except ValueError as exc:
@@ -210,26 +286,30 @@ def _context_builder(needs: Reads | None, sqlite: bool) -> Callable[[Row], Conte
     return lambda raw: {"user": {name: get(raw) for name, get in getters}}
 
 
-def _matches(
-    program: Any,
-    rows: list[Row],
-    context: Callable[[Row], Context],
-    make_row: Callable[[Row], UserRow],
-) -> list[UserRow]:
-    """The rows for which the program returns exactly True; errors count as no match."""
-    execute = program.execute
+def evaluate_here(compiled: CompiledSegment, contexts: list[Context]) -> list[int]:
+    """Indices of the contexts for which the program returns exactly True; errors count as no
+    match. In this process: for workers, whose job runs in a child under a timeout."""
+    execute = compiled.program.execute
     matched = []
-    for raw in rows:
+    for index, context in enumerate(contexts):
         try:
-            if execute(context(raw)) is True:
-                matched.append(make_row(raw))
+            if execute(context) is True:
+                matched.append(index)
         except Exception:  # missing key, type mismatch, overflow: the user does not match
             continue
     return matched
 
 
+# (compiled segment, contexts) -> indices of the contexts that match
+Evaluate = Callable[[CompiledSegment, list[Context]], list[int]]
+
+
 def _scan(
-    compiled: CompiledSegment, organization_id: int, edition_id: int | None, batch_size: int
+    compiled: CompiledSegment,
+    organization_id: int,
+    edition_id: int | None,
+    batch_size: int,
+    evaluate: Evaluate,
 ) -> Iterator[tuple[list[UserRow], int]]:
     """(matches, candidates evaluated) per page."""
     if batch_size < 1:
@@ -242,7 +322,8 @@ def _scan(
         if compiled.exact:  # SQL has decided: every candidate matches, none evaluated
             yield [make_row(raw) for raw in rows], 0
         else:
-            yield _matches(compiled.program, rows, context, make_row), len(rows)
+            hits = evaluate(compiled, [context(raw) for raw in rows])
+            yield [make_row(rows[i]) for i in hits], len(rows)
 
 
 def iter_matches(
@@ -250,9 +331,10 @@ def iter_matches(
     organization_id: int,
     edition_id: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    evaluate: Evaluate = evaluate_here,
 ) -> Iterator[list[UserRow]]:
     """The matching users in id order, in non-empty batches of at most `batch_size`."""
-    for matched, _ in _scan(compiled, organization_id, edition_id, batch_size):
+    for matched, _ in _scan(compiled, organization_id, edition_id, batch_size, evaluate):
         if matched:
             yield matched
 
@@ -262,10 +344,11 @@ def count_matches(
     organization_id: int,
     edition_id: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    evaluate: Evaluate = evaluate_here,
 ) -> tuple[int, int]:
     """(users matching, candidates evaluated in CEL after the SQL pre-filter)."""
     count = evaluated = 0
-    for matched, seen in _scan(compiled, organization_id, edition_id, batch_size):
+    for matched, seen in _scan(compiled, organization_id, edition_id, batch_size, evaluate):
         count += len(matched)
         evaluated += seen
     return count, evaluated
@@ -277,12 +360,13 @@ def sample(
     edition_id: int | None = None,
     n: int = 10,
     batch_size: int = 1000,
+    evaluate: Evaluate = evaluate_here,
 ) -> list[UserRow]:
     """The first `n` matching users by id (smaller pages: it usually stops after the first)."""
     out: list[UserRow] = []
     if n <= 0:
         return out
-    for matched in iter_matches(compiled, organization_id, edition_id, batch_size):
+    for matched in iter_matches(compiled, organization_id, edition_id, batch_size, evaluate):
         out.extend(matched[: n - len(out)])
         if len(out) >= n:
             break

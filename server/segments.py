@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
-from server import segment_engine, tenancy
+from server import cel_sandbox, segment_engine, tenancy
 from server.config import MAX_NAME_LENGTH
 from server.db import is_postgres, write_transaction
 from server.editions import edition_of
@@ -148,7 +148,13 @@ def preview(segment_id: int, data: SegmentInput, sample_size: int) -> Preview:
             edition_of(data.edition_id, data.organization_id)
     compiled = segment_engine.compile_segment(data.expression)
     edition = data.edition_id or None
-    count, evaluated = segment_engine.count_matches(compiled, data.organization_id, edition)
-    rows = segment_engine.sample(compiled, data.organization_id, edition, sample_size or 10)
+    # Evaluated in a child process under one deadline: the expression is the caller's own.
+    evaluate = cel_sandbox.Evaluator()
+    count, evaluated = segment_engine.count_matches(
+        compiled, data.organization_id, edition, evaluate=evaluate
+    )
+    rows = segment_engine.sample(
+        compiled, data.organization_id, edition, sample_size or 10, evaluate=evaluate
+    )
     users = list(User.select().where(User.id.in_([r.id for r in rows])).order_by(User.id))
     return Preview(count=count, evaluated=evaluated, sample=users)

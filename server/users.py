@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,12 +15,13 @@ import peewee as pw
 import phonenumbers
 
 from server import tenancy
+from server.config import MAX_ATTRIBUTES_BYTES
 from server.db import tuples, write_transaction
 from server.editions import edition_of
 from server.exceptions import NotFound
 from server.listing import Page, PageRequest, paginate
 from server.models import Delivery, Edition, User, UserEdition, utcnow
-from server.validation import Violations, invalid
+from server.validation import NUL_MESSAGE, Violations, has_nul, invalid
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,34 @@ def region_for(edition: Edition | None) -> str | None:
     return None if region == "ZZ" else str(region)
 
 
+def _unstorable(value: Any) -> str | None:
+    """What JSON (and PostgreSQL's JSONB) cannot hold: NaN, infinities, NUL characters."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"numbers must be finite, got {value}"
+    if isinstance(value, str) and has_nul(value):
+        return NUL_MESSAGE
+    if isinstance(value, dict):
+        items = [*value, *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    return next((p for p in map(_unstorable, items) if p is not None), None)
+
+
+def _attributes_problem(attributes: dict[str, Any]) -> str | None:
+    if not attributes:
+        return None
+    problem = _unstorable(attributes)
+    if problem is not None:
+        return problem
+    # Bounded because segments (CEL) and templates (Jinja2) iterate over them per user.
+    size = len(json.dumps(attributes, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_ATTRIBUTES_BYTES:
+        return f"must be at most {MAX_ATTRIBUTES_BYTES} bytes as JSON, got {size}"
+    return None
+
+
 def _clean(row: UserInput, region: str | None) -> tuple[dict[str, Any], tuple[str, str] | None]:
     """The row as columns, or (field, reason) for its first problem."""
     if not row.external_id.strip():
@@ -106,6 +137,12 @@ def _clean(row: UserInput, region: str | None) -> tuple[dict[str, Any], tuple[st
     for name, limit in _TEXT_LIMITS.items():
         if len(getattr(row, name)) > limit:
             return {}, (name, f"must be at most {limit} characters")
+    for name in ("external_id", "email", "phone", "first_name", "last_name", "language"):
+        if has_nul(getattr(row, name)):
+            return {}, (name, NUL_MESSAGE)
+    problem = _attributes_problem(row.attributes)
+    if problem is not None:
+        return {}, ("attributes", problem)
     values = {name: getattr(row, name) for name in IMPORTED}
     values["external_id"] = row.external_id.strip()
     try:

@@ -6,6 +6,14 @@ from collections.abc import Collection, Sequence
 
 from server.exceptions import FieldViolation, InvalidArgument
 
+# PostgreSQL text cannot hold NUL (its driver refuses such a query outright) and no field of
+# this API has a use for it: refused everywhere, so both databases answer alike.
+NUL_MESSAGE = "must not contain NUL (U+0000) characters"
+
+
+def has_nul(value: str) -> bool:
+    return "\x00" in value
+
 
 class Violations:
     """A list of bad fields; `raise_if_any` turns it into one InvalidArgument."""
@@ -26,6 +34,11 @@ class Violations:
             self.add(field, "is required and must not be blank")
         elif len(value) > max_length:
             self.add(field, f"must be at most {max_length} characters, got {len(value)}")
+        else:
+            self.no_nul(value, field)
+
+    def no_nul(self, value: str, field: str) -> None:
+        self.check(not has_nul(value), field, NUL_MESSAGE)
 
     def positive_id(self, value: int, field: str, *, required: bool = True) -> None:
         if value < 0 or (required and value == 0):

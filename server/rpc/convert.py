@@ -7,7 +7,7 @@ import hashlib
 import zoneinfo
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from campaigns.v1 import campaign_pb2, edition_pb2, email_message_pb2, segment_pb2, user_pb2
@@ -154,19 +154,28 @@ def edition_to_pb(e: Edition) -> edition_pb2.Edition:
     return pb
 
 
-def _integral(value: Any) -> Any:
+def _number(value: float) -> float | int:
     """Struct numbers are doubles; JSON has one number type, so 3.0 is stored as 3."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value(item) for item in value.list_value.values]
+    if kind == "number_value":
+        return _number(value.number_value)
+    if kind in ("string_value", "bool_value"):
+        return getattr(value, kind)
+    return None  # null_value, or no kind set
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return dict(_integral(json_format.MessageToDict(struct)))
+    """A Struct as plain Python. Unlike json_format this never raises: a NaN or an infinity
+    stays a float, for the domain to refuse with the field named (users._attributes_problem)."""
+    return {key: _value(value) for key, value in struct.fields.items()}
 
 
 def user_to_pb(u: User, editions: list[int]) -> user_pb2.User:
