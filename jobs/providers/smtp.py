@@ -7,6 +7,10 @@ one lost *after* it went out, waiting for the final reply, means it may have bee
 never resend). The "354" reply is read before the payload is sent, so a server that hangs up
 on the DATA command itself is a plain retry.
 
+With a server that offers PIPELINING (RFC 2920: Postfix and most relays do) MAIL, RCPT and DATA
+go out in one write and their three replies are read together: two round trips per message
+instead of four. The send thread was the pipeline's bottleneck, mostly waiting on replies.
+
 Replies: 5xx are permanent for that recipient. 4xx are transient; they count as a provider
 fault (towards the circuit breaker) except a 4xx to RCPT other than 421, which is about the
 recipient (greylisting, a full or busy mailbox). 421 (closing) and connection trouble are
@@ -78,6 +82,8 @@ class SmtpProvider:
 
     def _transaction(self, conn: smtplib.SMTP, message: OutgoingEmail) -> SendResult:
         options = [f"SIZE={len(message.data)}"] if conn.has_extn("size") else []
+        if conn.has_extn("pipelining") and (message.sender + message.recipient).isascii():
+            return self._pipelined(conn, message, options)
         code, reply = conn.mail(message.sender, options)
         if code != 250:
             return self._refused(conn, code, reply, recipient=False)
@@ -88,6 +94,33 @@ class SmtpProvider:
         code, reply = conn.getreply()
         if code != 354:
             return self._refused(conn, code, reply, recipient=False)
+        return self._data(conn, message)
+
+    def _pipelined(
+        self, conn: smtplib.SMTP, message: OutgoingEmail, options: list[str]
+    ) -> SendResult:
+        extra = "".join(f" {option}" for option in options)
+        conn.send(
+            f"MAIL FROM:{smtplib.quoteaddr(message.sender)}{extra}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(message.recipient)}\r\nDATA\r\n"
+        )
+        (mail, mail_text), (rcpt, rcpt_text), (data, data_text) = (
+            conn.getreply() for _ in range(3)
+        )
+        if data == 354 and (mail != 250 or rcpt not in (250, 251)):
+            # A server may open DATA with no valid recipient: end it with an empty message.
+            conn.send(".\r\n")
+            conn.getreply()
+        if mail != 250:
+            return self._refused(conn, mail, mail_text, recipient=False)
+        if rcpt not in (250, 251):
+            return self._refused(conn, rcpt, rcpt_text, recipient=True)
+        if data != 354:
+            return self._refused(conn, data, data_text, recipient=False)
+        return self._data(conn, message)
+
+    def _data(self, conn: smtplib.SMTP, message: OutgoingEmail) -> SendResult:
+        """After 354: the payload, then the final reply (lost: ambiguous, never resent)."""
         conn.send(_payload(message.data))  # fails only if the payload did not all go out
         try:
             code, reply = conn.getreply()
