@@ -73,7 +73,11 @@ class Rule:
 
 
 class SmtpSink:
-    """aiosmtpd handler: stores every accepted message; `refuse` makes RCPT answer a code."""
+    """aiosmtpd handler: stores every accepted message; `refuse` makes RCPT answer a code.
+    It offers PIPELINING as Postfix does (aiosmtpd reads pipelined commands one by one
+    anyway); `pipelining = False` makes the provider drive each command separately."""
+
+    pipelining = True
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -90,6 +94,13 @@ class SmtpSink:
     def slow_down(self, address: str, seconds: float) -> None:
         """Take `seconds` to answer RCPT for `address` (other sessions go on meanwhile)."""
         self.delays[address.lower()] = seconds
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")  # before the last line
+        return responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:

@@ -32,9 +32,11 @@ FAILED = campaign_pb2.CAMPAIGN_STATUS_FAILED
 MAX_ATTEMPTS = 3
 
 
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
+@pytest.fixture(scope="module", params=[True, False], ids=["pipelined", "step-by-step"])
+def smtp(request: pytest.FixtureRequest) -> Iterator[SmtpSink]:
+    """Every test twice: with PIPELINING offered (MAIL, RCPT, DATA in one write) and without."""
     with SmtpSink.running() as sink:
+        sink.pipelining = request.param
         yield sink
 
 

@@ -237,9 +237,6 @@ def test_attributes_that_cannot_be_stored_or_are_too_big_reject_the_row(audience
 # --- bytes that are not a valid request --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="grpc-python answers INTERNAL when the request cannot be "
-                   "decoded, before any handler runs; needs the interceptor to wrap "
-                   "request_deserializer (server/rpc/interceptors.py)")
 @pytest.mark.parametrize("raw", ids=["invalid-utf8", "garbage"], argvalues=[
     bytes([0x22, 2, 0xFF, 0xFE]),  # field 4 (name, a string) holding invalid UTF-8
     b"\x0a\x05hello" + b"\xff" * 10,  # truncated garbage
@@ -249,3 +246,15 @@ def test_undecodable_request_bytes_are_invalid_argument(channel, raw):
                                request_serializer=lambda b: b, response_deserializer=lambda b: b)
     error = _fails(call, raw, timeout=5)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_an_undecodable_message_in_a_client_stream_is_invalid_argument(channel):
+    call = channel.stream_unary("/campaigns.v1.AudienceService/ImportUsers",
+                                request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    try:
+        call(iter([b"\x0a\x05hello" + b"\xff" * 10]), timeout=5)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid protobuf message" in (error.details() or "")
+    else:
+        pytest.fail("an undecodable stream message was accepted")

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from server import logs
 from server.db import release_connection
 from server.rpc.errors import to_status
+from server.validation import invalid
 
 log = logging.getLogger("server.access")
 
@@ -70,11 +72,39 @@ class _Call:
         logs.request_id.reset(self.token)
 
 
+class Undecodable:
+    """Request bytes that do not parse as the request message. grpc would answer INTERNAL
+    before any handler ran; kept as a value, the call refuses it through the error table."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _lenient(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as error:
+            return Undecodable(error)
+
+    return parse
+
+
+def _decoded(request: Any) -> Any:
+    """The request itself; InvalidArgument when its bytes did not parse. A client stream
+    is checked message by message as the servicer reads it."""
+    if isinstance(request, Undecodable):
+        raise invalid("request", f"is not a valid protobuf message: {request.error}")
+    if isinstance(request, Iterator):
+        return (_decoded(item) for item in request)
+    return request
+
+
 def _wrap_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         call = _Call(method, context)
         try:
-            response = behavior(request, context)
+            response = behavior(_decoded(request), context)
         except Exception as error:
             call.fail(error)
         call.finish()
@@ -87,7 +117,7 @@ def _wrap_stream(method: str, behavior: Callable[..., Iterator[Any]]) -> Callabl
     def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         call = _Call(method, context)
         try:
-            for item in behavior(request, context):
+            for item in behavior(_decoded(request), context):
                 release_connection()  # hold no pooled connection while the stream waits
                 yield item
         except Exception as error:
@@ -110,7 +140,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
         if handler is None or method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
         codec = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _lenient(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
