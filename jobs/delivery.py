@@ -85,7 +85,7 @@ class Sender:
         self.io = ThreadPoolExecutor(
             max_workers=getattr(self.provider, "concurrency", 1), thread_name_prefix="send"
         )
-        self.checked = self.renewed = time.monotonic()
+        self.checked = self.renewed = self.gate_checked = time.monotonic()
         self.stopped = False
         self.tally = results.Tally()
 
@@ -114,7 +114,12 @@ class Sender:
             self.send_claimed(claimed)
 
     def blocked(self) -> bool:
-        """Has the circuit opened (here or in another worker) since this job claimed?"""
+        """Has the circuit opened (here or in another worker) since this job claimed? Asks
+        Redis at most every CANCEL_CHECK_SECONDS (it was a round trip per group): meanwhile
+        the I/O thread defers every message once this job's circuit has tripped."""
+        if time.monotonic() - self.gate_checked < CANCEL_CHECK_SECONDS:
+            return False
+        self.gate_checked = time.monotonic()
         gate = self.circuit.check(may_probe=False)
         if not gate.allowed:
             self.paused_for = gate.wait
@@ -154,7 +159,8 @@ class Sender:
         ]
 
     def finish_group(self, in_flight: InFlight | None) -> None:
-        """Wait for a group's sends and record their outcomes."""
+        """Wait for a group's sends and record their outcomes. Here, not on another thread:
+        a crash then leaves at most two groups "sending" (ambiguous), this and the next."""
         if not in_flight:
             return
         outcomes = [(row, future.result()) for row, future in in_flight]
