@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import smtplib
 import subprocess
@@ -43,7 +44,7 @@ from campaigns.v1 import email_message_service_pb2 as epb
 from scripts import localredis
 from server.app import build
 from server.config import Settings
-from server.db import database
+from server.db import database, is_postgres
 from server.models import User, utcnow
 
 ORG = 4242
@@ -70,8 +71,33 @@ def fresh_database(kind: str, directory: Path) -> Iterator[str]:
         admin.close()
 
 
+_COPY_COLUMNS = (
+    "organization_id, external_id, email, phone, first_name, last_name, language, attributes,"
+    " email_consent, sms_consent, email_unsubscribed, sms_unsubscribed, created, modified"
+)
+
+
+def _copy_users(count: int) -> None:
+    """PostgreSQL: COPY, a million users in seconds instead of minutes."""
+    now = utcnow().isoformat()
+    for start in range(0, count, 100_000):
+        buffer = io.StringIO()
+        for i in range(start, min(count, start + 100_000)):
+            buffer.write(
+                f"{ORG}\tb{i}\tuser{i}@example.com\t+4520{i:06d}\tAnn{i}\tJensen\t\t"
+                f'{{"ticket_type": "vip"}}\tt\tt\tf\tf\t{now}\t{now}\n'
+            )
+        buffer.seek(0)
+        with database.atomic():
+            database.cursor().copy_expert(f"COPY users ({_COPY_COLUMNS}) FROM STDIN", buffer)
+
+
 def load_users(count: int, edition_id: int) -> None:
     """Bulk-load recipients straight into the table: set-up, not what is measured."""
+    if is_postgres():
+        _copy_users(count)
+        database.close()
+        return
     now = utcnow()
     for start in range(0, count, 10_000):
         rows = [
