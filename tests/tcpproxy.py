@@ -113,6 +113,10 @@ class TcpProxy:
 
 def _reset(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
+        # Now, not when the pump thread's select() lets go of the socket (up to 0.2 s later):
+        # the peer sees the end of the connection at once, as after a real cut.
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
         # SO_LINGER 0 makes close() send RST: the peer sees a dead connection, not a clean EOF.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     with contextlib.suppress(OSError):
