@@ -95,6 +95,17 @@ def _trigram_index(db: pw.Database) -> None:
         log.warning("search stays unindexed: cannot use pg_trgm", extra={"error": str(exc)})
 
 
+def _v7_scheduled_at_descending(db: pw.Database) -> None:
+    # `-scheduled_at` sorts NULLs (unscheduled campaigns) last. PostgreSQL reads an ascending
+    # index backwards as NULLS FIRST, so without this index it sorted the whole table (50 ms
+    # a page at 100,000 campaigns). SQLite already reads its index backwards NULLs last.
+    if is_postgres():
+        db.execute_sql(
+            "CREATE INDEX IF NOT EXISTS campaign_scheduled_at_desc_id"
+            " ON campaign (scheduled_at DESC NULLS LAST, id DESC)"
+        )
+
+
 STEPS: list[Callable[[pw.Database], None]] = [
     _v1_initial,
     _v2_audience_and_content,
@@ -102,6 +113,7 @@ STEPS: list[Callable[[pw.Database], None]] = [
     _v4_delivery_events,
     _v5_claim_index,
     _v6_listing_indexes,
+    _v7_scheduled_at_descending,
 ]
 
 
