@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import {
-  CampaignStatus, Channel, collect, type ImportUsersResponse, type ServiceError, status, unary,
-  User,
+  CampaignStatus, Channel, collect, connect, type ImportUsersResponse, type ServiceError, status,
+  unary, User,
 } from "../src";
 import { type RunningServer, startServer } from "./server";
 
@@ -63,6 +63,18 @@ test("an unknown campaign is NOT_FOUND", async () => {
   const { campaigns } = server.clients;
   await assert.rejects(unary(campaigns.getCampaign.bind(campaigns), { id: 9_000_000_000 }),
     (error: ServiceError) => error.code === status.NOT_FOUND);
+});
+
+test("calls without the token, or with a wrong one, are UNAUTHENTICATED", async () => {
+  for (const options of [{}, { token: "not-the-token" }]) {
+    const clients = connect(server.target, options);
+    try {
+      await assert.rejects(unary(clients.campaigns.getCampaign.bind(clients.campaigns), { id: 1 }),
+        (error: ServiceError) => error.code === status.UNAUTHENTICATED);
+    } finally {
+      clients.close();
+    }
+  }
 });
 
 test("a watch ends with a final snapshot once the campaign is cancelled", async () => {

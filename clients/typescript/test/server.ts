@@ -1,9 +1,11 @@
 /**
  * A real campaign server for the tests: a private redis-server and `python -m server` from the
- * repository's venv, on free ports, with a SQLite database in a temporary folder.
+ * repository's venv, on free ports, with a SQLite database in a temporary folder, requiring
+ * the bearer token the clients send (a tokens file, no dev mode).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -13,6 +15,15 @@ import { connect, type Clients } from "../src";
 /** The repository root (this file runs from clients/typescript/dist/test). */
 export const REPO = resolve(__dirname, "../../../..");
 const BIN = join(REPO, ".venv", "bin");
+const TOKEN = "test-token";
+
+/** A tokens file granting TOKEN every organization; the server stores only digests. */
+function tokensFile(dir: string): string {
+  const path = join(dir, "tokens.json");
+  const sha256 = createHash("sha256").update(TOKEN).digest("hex");
+  writeFileSync(path, JSON.stringify({ tokens: [{ name: "ts-tests", sha256, organizations: "*" }] }));
+  return path;
+}
 
 export interface RunningServer {
   target: string;
@@ -72,14 +83,15 @@ export async function startServer(): Promise<RunningServer> {
   const server = launch(join(BIN, "python"), ["-m", "server"], {
     ...process.env,
     GRPC_HOST: "127.0.0.1",
-    DEV_MODE: "1",
+    DEV_MODE: "",
+    AUTH_TOKENS_FILE: tokensFile(dir),
     GRPC_PORT: String(grpcPort),
     DATABASE_URL: `sqlite:///${join(dir, "campaigns.db")}`,
     REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
     CAMPAIGNS_QUEUE: "typescript-test",
   });
   const target = `127.0.0.1:${grpcPort}`;
-  const clients = connect(target, { token: "test-token" });
+  const clients = connect(target, { token: TOKEN });
   const stop = async () => {
     clients.close();
     await stopProcess(server);
