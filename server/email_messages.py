@@ -10,11 +10,12 @@ from server import templating, tenancy
 from server.db import is_postgres, write_transaction
 from server.editions import edition_of
 from server.exceptions import FailedPrecondition, InvalidArgument, NotFound
+from server.imports import normalise_email
 from server.listing import Page, PageRequest, paginate
 from server.models import Campaign, Edition, EmailMessage, User, utcnow
 from server.sms import SmsCost, cost
 from server.status import ACTIVE, Status
-from server.users import get_user, normalise_email
+from server.users import get_user
 from server.validation import Violations, invalid
 
 TYPES = ("campaign", "transactional")

@@ -9,13 +9,14 @@ import grpc
 from campaigns.v1 import audience_service_pb2 as pb
 from campaigns.v1 import audience_service_pb2_grpc as pb_grpc
 from campaigns.v1 import edition_pb2, user_pb2
-from server import editions, segments, users
+from server import editions, imports, segments, users
 from server.editions import EditionInput
+from server.imports import UserInput
 from server.listing import PageRequest
 from server.rpc import convert
 from server.segment_engine import compile_segment, parse_error
 from server.segments import SegmentInput
-from server.users import UserFilter, UserInput
+from server.users import UserFilter
 
 
 def _input(e: edition_pb2.Edition) -> EditionInput:
@@ -92,7 +93,7 @@ class AudienceServicer(pb_grpc.AudienceServiceServicer):
     def ImportUsers(
         self, request_iterator: Iterator[pb.ImportUsersRequest], context: grpc.ServicerContext
     ) -> pb.ImportUsersResponse:
-        result = users.import_users(_batches(request_iterator))
+        result = imports.import_users(_batches(request_iterator))
         return pb.ImportUsersResponse(
             created=result.created,
             updated=result.updated,
