@@ -50,6 +50,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
     return True
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM (a clean drain), then SIGKILL if it is still there after `grace` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -289,12 +299,7 @@ def start_worker(*, database_url: str, redis_url: str, queue_name: str, repo_roo
         assert proc.poll() is None, running.output()
         yield running
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
         connection.close()
 
 

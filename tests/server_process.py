@@ -4,7 +4,6 @@ whole process shows: start-up refusals, TLS on the port, tokens from a file."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.delivery_fixtures import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,9 +57,4 @@ def running_server(env: dict[str, str], ready: grpc.Channel, log: Path,
             time.sleep(0.1)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)

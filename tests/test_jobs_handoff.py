@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from jobs import context, kickoff
 from jobs.dispatch import kickoff_job_id
 from server.db import release_connection, write_transaction
 from server.models import Campaign, utcnow
+from tests.delivery_fixtures import stop_process
 from tests.helpers import future, make_campaign, make_edition, ts
 
 SCHEDULED = campaign_pb2.CAMPAIGN_STATUS_SCHEDULED
@@ -82,12 +82,7 @@ def worker(app, database_url, redis_url, settings, repo_root, rq_redis, tmp_path
         assert ready and proc.poll() is None, running.output()
         yield running
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 @pytest.fixture

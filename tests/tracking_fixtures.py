@@ -5,7 +5,6 @@ HTML parser for the links of a received email, Twilio request signing, and ledge
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from campaigns.v1 import delivery_service_pb2 as dpb
 from server import webhooks
 from server.db import release_connection
 from server.models import DeliveryEvent, Suppression
-from tests.delivery_fixtures import Received, free_port, wait_until
+from tests.delivery_fixtures import Received, free_port, stop_process, wait_until
 
 TRACKING_SECRET = "tracking-tests-secret-0b7c"
 TWILIO_TOKEN = "twilio-tests-token-9f21"  # the account's auth token: API and webhooks alike
@@ -76,12 +75,7 @@ def start_tracking(*, database_url: str, repo_root: Path, log_dir: Path, workers
         assert proc.poll() is None, server.output()
         yield server
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 # --- reading what was received ---------------------------------------------------------------
