@@ -9,39 +9,18 @@ straight to sent when nobody is left to send to) and starting the send jobs.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from jobs import freeze, ledger
 from jobs.context import delivery_settings, ensure_database, queue
 from server import segment_engine, transitions
 from server.exceptions import InvalidArgument
-from server.models import Campaign, DeliveryStatus, Segment, SkipReason, utcnow
-from server.segment_engine import UserRow
+from server.models import Campaign, DeliveryStatus, Segment, utcnow
 from server.status import Action, Status, next_status
 
 log = logging.getLogger(__name__)
 
 CALCULATE_TIMEOUT = 3600  # seconds RQ lets one calculation run
-
-
-def _entry(campaign: Campaign, user: UserRow) -> tuple[int, int, str, str, str]:
-    """(campaign_id, user_id, address, status, skip_reason) of one matched user."""
-    email = campaign.channel == "email"
-    address = user.email if email else user.phone
-    consent = user.email_consent if email else user.sms_consent
-    unsubscribed = user.email_unsubscribed if email else user.sms_unsubscribed
-    reason = ""
-    if not address:
-        reason = SkipReason.NO_ADDRESS
-    elif not consent:
-        reason = SkipReason.NO_CONSENT
-    elif unsubscribed:
-        reason = SkipReason.UNSUBSCRIBED
-    elif ("@" not in address) if email else not address.startswith("+"):
-        reason = SkipReason.INVALID_ADDRESS
-    status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.PENDING
-    return (campaign.id, user.id, address or "", str(status), str(reason))
 
 
 def _move(campaign_id: int, action: Action, **changes: Any) -> bool:
@@ -61,28 +40,6 @@ def _fail(campaign_id: int, message: str) -> str:
     return "failed"
 
 
-def _freeze(
-    campaign: Campaign, compiled: segment_engine.CompiledSegment, edition_id: int | None
-) -> int | None:
-    """Write the ledger; the number of users matched, or None when cancelled meanwhile."""
-    matched, started = 0, time.monotonic()
-    for batch in segment_engine.iter_matches(compiled, campaign.organization_id, edition_id):
-        if (
-            Campaign.select(Campaign.status).where(Campaign.id == campaign.id).scalar()
-            != Status.CALCULATING
-        ):
-            return None
-        ledger.freeze([_entry(campaign, user) for user in batch])
-        matched += len(batch)
-        Campaign.update(heartbeat_at=utcnow()).where(Campaign.id == campaign.id).execute()
-        rate = matched / max(time.monotonic() - started, 1e-6)
-        log.info(
-            "calculating",
-            extra={"campaign_id": campaign.id, "matched": matched, "users_per_s": round(rate)},
-        )
-    return matched
-
-
 def calculate(campaign_id: int) -> str:
     ensure_database()
     campaign = Campaign.get_or_none(Campaign.id == campaign_id)
@@ -96,7 +53,7 @@ def calculate(campaign_id: int) -> str:
     except InvalidArgument as exc:
         return _fail(campaign_id, f"segment {segment.id} cannot be evaluated: {exc.message}")
     # An exact segment never leaves the database; any other is decided by CEL in Python.
-    frozen = freeze.freeze_in_sql if compiled.exact else _freeze
+    frozen = freeze.freeze_in_sql if compiled.exact else freeze.freeze_in_python
     matched = frozen(campaign, compiled, segment.edition_id)
     if matched is None:
         return "cancelled"

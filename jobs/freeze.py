@@ -7,7 +7,7 @@ decides, and `ledger.freeze` writes the rows. Either way windows are small enoug
 a cancel, beat the campaign's heartbeat and log progress between them, and a re-run after a
 crash only adds what is missing (ON CONFLICT DO NOTHING).
 
-`recipient_sql` and `calculate._entry` state the same skip rules; the tests freeze one
+`recipient_sql` and `entry` state the same skip rules; the tests freeze one
 audience both ways and compare the ledgers.
 """
 
@@ -19,9 +19,11 @@ from collections.abc import Callable, Iterable
 
 import peewee as pw
 
+from jobs import ledger
 from server import segment_engine
 from server.db import write_transaction
 from server.models import Campaign, Delivery, DeliveryStatus, SkipReason, User, utcnow
+from server.segment_engine import UserRow
 from server.status import Status
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,27 @@ log = logging.getLogger(__name__)
 SQL_WINDOW = 50_000  # user ids per INSERT ... SELECT: about a second of work on PostgreSQL
 
 
+def entry(campaign: Campaign, user: UserRow) -> tuple[int, int, str, str, str]:
+    """(campaign_id, user_id, address, status, skip_reason) of one matched user."""
+    email = campaign.channel == "email"
+    address = user.email if email else user.phone
+    consent = user.email_consent if email else user.sms_consent
+    unsubscribed = user.email_unsubscribed if email else user.sms_unsubscribed
+    reason = ""
+    if not address:
+        reason = SkipReason.NO_ADDRESS
+    elif not consent:
+        reason = SkipReason.NO_CONSENT
+    elif unsubscribed:
+        reason = SkipReason.UNSUBSCRIBED
+    elif ("@" not in address) if email else not address.startswith("+"):
+        reason = SkipReason.INVALID_ADDRESS
+    status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.PENDING
+    return (campaign.id, user.id, address or "", str(status), str(reason))
+
+
 def recipient_sql(channel: str) -> tuple[pw.Node, pw.Node, pw.Node]:
-    """(address, status, skip_reason) of a user as SQL expressions, as `_entry` decides them."""
+    """(address, status, skip_reason) of a user as SQL expressions, as `entry` decides them."""
     email = channel == "email"
     address = pw.fn.COALESCE(User.email if email else User.phone, "")
     consent = User.email_consent if email else User.sms_consent
@@ -92,8 +113,8 @@ def _still_calculating(campaign_id: int) -> bool:
 def _windows(
     campaign: Campaign, batches: Iterable[int], progress: Callable[[int], None]
 ) -> int | None:
-    """Drive `batches` (each yields the users it matched), checking for a cancel before each
-    and beating the heartbeat after; the users matched, or None when cancelled meanwhile."""
+    """Drive `batches` (each the number of users it matched), beating the heartbeat, logging
+    progress and checking for a cancel after each; the users matched, or None if cancelled."""
     matched = 0
     for count in batches:
         matched += count
@@ -120,6 +141,23 @@ def freeze_in_sql(
     )
     # A re-run adds nothing for users already frozen: count them from the ledger instead.
     return None if result is None else _ledger_size(campaign.id) if before else result
+
+
+def freeze_in_python(
+    campaign: Campaign, compiled: segment_engine.CompiledSegment, edition_id: int | None
+) -> int | None:
+    """The general path: CEL decides page by page; the users matched, or None if cancelled."""
+    if not _still_calculating(campaign.id):
+        return None
+    pages = segment_engine.iter_matches(compiled, campaign.organization_id, edition_id)
+    return _windows(
+        campaign, (_freeze_page(campaign, page) for page in pages), _progress_logger(campaign.id)
+    )
+
+
+def _freeze_page(campaign: Campaign, users: list[UserRow]) -> int:
+    ledger.freeze([entry(campaign, user) for user in users])
+    return len(users)
 
 
 def _ledger_size(campaign_id: int) -> int:

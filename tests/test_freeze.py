@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from jobs import calculate, freeze
+from jobs import freeze
 from server import segment_engine as se
 from server.db import release_connection
 from server.models import Campaign, Delivery, Edition
@@ -45,7 +45,7 @@ def test_sql_and_python_freezes_write_the_same_ledger(org_id: int, channel: str,
     assert compiled.exact
     in_sql, in_python = _campaign(org_id, edition, channel), _campaign(org_id, edition, channel)
     matched = freeze.freeze_in_sql(in_sql, compiled, None)
-    assert matched == calculate._freeze(in_python, compiled, None)
+    assert matched == freeze.freeze_in_python(in_python, compiled, None)
     frozen = _ledger(in_sql.id)
     assert frozen == _ledger(in_python.id) and len(frozen) == matched
     statuses = {(status, reason) for _, _, status, reason in frozen}
