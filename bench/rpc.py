@@ -149,6 +149,12 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far (utime, stime of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _threads(pid: int) -> int:
     return int(Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0])
 
@@ -258,7 +264,8 @@ def bench_unary(
     args: argparse.Namespace,
     server_pid: int,
 ) -> None:
-    print(f"\n| RPC | scenario | concurrency | calls/s | p50 ms | p99 ms | errors |\n|{'---|' * 7}")
+    head = "RPC | scenario | concurrency | calls/s | p50 ms | p99 ms | errors | server CPU ms/call"
+    print(f"\n| {head} |\n|{'---|' * 8}")
     for kind in args.only or ["id", "organization", "status", "search", *ORDERINGS]:
         for conc in args.concurrency:
             n = min(procs, conc)
@@ -267,19 +274,21 @@ def bench_unary(
             if args.profile and conc == 16:
                 out = Path(args.profile) / f"{kind}-c{conc}.txt"
                 spy = profile(server_pid, args.duration, out)
+            cpu = _cpu_seconds(server_pid)
             futs = [
                 pool.submit(load_task, kind, conc // n + (i < conc % n), start, args.duration, ids)
                 for i in range(n)
             ]
             lat = [x for f in futs for x in f.result()[0]]
             errs = sum(f.result()[1] for f in futs)
+            cpu = _cpu_seconds(server_pid) - cpu  # the idle 0.5 s before the start is noise
             if spy is not None:
                 spy.wait(30)
             label = f"ordering {kind}" if kind in ORDERINGS else f"{kind} filter"
             print(
                 f"| {'GetCampaign' if kind == 'id' else 'ListCampaigns'} | {label} | {conc} | "
                 f"{len(lat) / args.duration:,.0f} | {_pct(lat, 0.5):.1f} | {_pct(lat, 0.99):.1f} "
-                f"| {errs} |",
+                f"| {errs} | {cpu * 1000 / max(1, len(lat) + errs):.2f} |",
                 flush=True,
             )
             if spy is not None and out.exists():

@@ -1,5 +1,5 @@
-"""Campaign use cases: create, read, list, update, delete, and the caller-driven moves
-(schedule, send now, cancel). Status changes go through `server.transitions`."""
+"""Campaign use cases: create, update, delete, and the caller-driven moves (schedule, send now,
+cancel). Status changes go through `server.transitions`; reads are in `server.campaign_reads`."""
 
 from __future__ import annotations
 
@@ -13,16 +13,14 @@ import peewee as pw
 
 from jobs import ledger
 from server import tenancy, transitions
-from server.config import MAX_NAME_LENGTH, MAX_SEARCH_LENGTH, MAX_SMS_BODY_LENGTH
+from server.config import MAX_NAME_LENGTH, MAX_SMS_BODY_LENGTH
 from server.db import is_postgres, write_transaction
 from server.editions import edition_of
 from server.exceptions import Aborted, FailedPrecondition, InvalidArgument
 from server.idempotency import run_once
-from server.listing import Page, PageRequest, paginate
 from server.models import (
     Campaign,
     Delivery,
-    Edition,
     EmailMessage,
     Segment,
     SkipReason,
@@ -36,14 +34,6 @@ log = logging.getLogger(__name__)
 
 CHANNELS = ("email", "sms")
 EDITABLE_FIELDS = ("name", "segment_id", "channel", "email_message_id", "sms_body", "scheduled_at")
-ORDERINGS: dict[str, pw.Field] = {
-    "created": Campaign.created,
-    "modified": Campaign.modified,
-    "name": Campaign.name,
-    "scheduled_at": Campaign.scheduled_at,
-    "total_recipients": Campaign.total_recipients,
-}
-DEFAULT_ORDERING = "-created"
 REFERENCES = ("segment_id", "email_message_id", "sms_body")
 M = TypeVar("M", bound=pw.Model)
 
@@ -68,15 +58,6 @@ class CampaignInput:
     email_message_id: int = 0
     sms_body: str = ""
     scheduled_at: dt.datetime | None = None
-
-
-@dataclass(frozen=True)
-class CampaignFilter:
-    channel: str | None = None
-    edition_id: int = 0
-    organization_id: int = 0
-    status: str | None = None
-    search: str = ""
 
 
 def _check_fields(v: Violations, data: CampaignInput, *, check_time: bool = True) -> None:
@@ -143,10 +124,6 @@ def _check_references(v: Violations, data: CampaignInput, changed: Collection[st
             v.items.extend(exc.violations)
 
 
-def get_campaign(campaign_id: int) -> Campaign:
-    return transitions.load(campaign_id)
-
-
 def create_campaign(data: CampaignInput, request_id: str = "", fingerprint: str = "") -> Campaign:
     def create() -> Campaign:
         # Validated here, not before run_once: a retry gets the first answer even once its
@@ -174,50 +151,6 @@ def create_campaign(data: CampaignInput, request_id: str = "", fingerprint: str 
 
     campaign, _ = run_once("CreateCampaign", request_id, fingerprint, create)
     return campaign
-
-
-def list_campaigns(flt: CampaignFilter, ordering: str, page: PageRequest) -> Page[Campaign]:
-    v = Violations()
-    key = (ordering or DEFAULT_ORDERING).removeprefix("-")
-    v.check(
-        key in ORDERINGS, "ordering", f"must be one of {', '.join(ORDERINGS)}, optionally with '-'"
-    )
-    v.text(flt.search, "search", max_length=MAX_SEARCH_LENGTH)
-    number, size = page.resolved(v)
-    v.raise_if_any()
-    query = tenancy.scoped(
-        Campaign.select(Campaign, Edition).join(Edition), Campaign.organization_id
-    )
-    counted = tenancy.scoped(Campaign.select(Campaign.id), Campaign.organization_id)
-    for cond in _filters(flt):
-        query = query.where(cond)
-        counted = counted.where(cond)
-    descending = (ordering or DEFAULT_ORDERING).startswith("-")
-    field = ORDERINGS[key]
-    # NULLS LAST only where NULLs exist: on a NOT NULL column it would stop PostgreSQL from
-    # reading the (key, id) index backwards for a descending order.
-    nulls = {"nulls": "LAST"} if field.null else {}
-    if descending:
-        query = query.order_by(field.desc(**nulls), Campaign.id.desc())
-    else:
-        query = query.order_by(field.asc(**nulls), Campaign.id.asc())
-    return paginate(query, number, size, counted)
-
-
-def _filters(flt: CampaignFilter) -> list[pw.Expression]:
-    conds = []
-    if flt.channel:
-        conds.append(Campaign.channel == flt.channel)
-    if flt.status:
-        conds.append(Campaign.status == flt.status)
-    if flt.edition_id:
-        conds.append(Campaign.edition == flt.edition_id)
-    if flt.organization_id:
-        conds.append(Campaign.organization_id == flt.organization_id)
-    if flt.search.strip():
-        # LOWER on both sides: SQLite's LIKE folds ASCII only, PostgreSQL's ILIKE folds all.
-        conds.append(pw.fn.LOWER(Campaign.name).contains(flt.search.strip().lower()))
-    return conds
 
 
 def update_campaign(
@@ -277,8 +210,12 @@ def _merge(current: Campaign, data: CampaignInput, mask: Collection[str]) -> Cam
     return replace(base, **{name: getattr(data, name) for name in mask})
 
 
+def etag(campaign_id: int, version: int) -> str:
+    return f'W/"{campaign_id}-{version}"'
+
+
 def etag_of(campaign: Campaign) -> str:
-    return f'W/"{campaign.id}-{campaign.version}"'
+    return etag(campaign.id, campaign.version)
 
 
 def delete_campaign(campaign_id: int) -> None:

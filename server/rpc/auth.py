@@ -15,6 +15,7 @@ import grpc
 from server import tenancy
 from server.auth import Grant, TokenRegistry
 from server.exceptions import Unauthenticated
+from server.rpc.interceptors import HandlerCache
 
 _OPEN = ("/grpc.health", "/grpc.reflection")
 
@@ -25,6 +26,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, registry: TokenRegistry, dev_mode: bool) -> None:
         self.registry = registry
         self.dev_mode = dev_mode
+        self._wrapped = HandlerCache()
 
     def grant(self, context: grpc.ServicerContext) -> Grant:
         for key, value in context.invocation_metadata() or ():
@@ -43,6 +45,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(_OPEN):
             return handler
+        return self._wrapped.get(handler_call_details.method, handler, self._wrap)
+
+    def _wrap(self, method: str, handler: Any) -> grpc.RpcMethodHandler:
         codec = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,

@@ -8,8 +8,9 @@ import grpc
 
 from campaigns.v1 import campaign_service_pb2 as pb
 from campaigns.v1 import campaign_service_pb2_grpc as pb_grpc
-from server import campaigns
-from server.campaigns import CampaignFilter, CampaignInput, Dispatcher
+from server import campaign_reads, campaigns
+from server.campaign_reads import CampaignFilter
+from server.campaigns import CampaignInput, Dispatcher
 from server.listing import PageRequest
 from server.rpc import convert
 from server.stats import read_stats
@@ -47,14 +48,14 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             status=convert.status(request.status),
             search=request.search,
         )
-        page = campaigns.list_campaigns(
+        page = campaign_reads.list_campaigns(
             flt, request.ordering, PageRequest(request.page, request.page_size)
         )
         return pb.ListCampaignsResponse(
             count=page.count,
             next_page=page.next_page,
             previous_page=page.previous_page,
-            results=[convert.campaign_to_pb(c) for c in page.results],
+            results=[convert.campaign_row_to_pb(row) for row in page.results],
         )
 
     def CreateCampaign(
@@ -68,8 +69,8 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     def GetCampaign(
         self, request: pb.GetCampaignRequest, context: grpc.ServicerContext
     ) -> pb.GetCampaignResponse:
-        campaign = campaigns.get_campaign(request.id)
-        return pb.GetCampaignResponse(campaign=convert.campaign_to_pb(campaign))
+        campaign = campaign_reads.get_campaign(request.id)
+        return pb.GetCampaignResponse(campaign=convert.campaign_row_to_pb(campaign))
 
     def UpdateCampaign(
         self, request: pb.UpdateCampaignRequest, context: grpc.ServicerContext

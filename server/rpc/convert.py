@@ -11,7 +11,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from campaigns.v1 import campaign_pb2, edition_pb2, email_message_pb2, segment_pb2, user_pb2
-from server.campaigns import etag_of
+from server.campaign_reads import ROW_FIELDS, CampaignRow
+from server.campaigns import etag
 from server.models import Campaign, Edition, EmailMessage, Segment, User
 from server.stats import Stats
 from server.validation import invalid
@@ -33,6 +34,8 @@ STATUS_TO_PB: dict[str, campaign_pb2.CampaignStatus.ValueType] = {
 STATUS_FROM_PB: dict[int, str] = {v: k for k, v in STATUS_TO_PB.items()}
 # Timestamp's own valid range is years 1 to 9999; a send date needs far less.
 _MAX_YEAR = 9000
+_EPOCH = dt.datetime(1970, 1, 1)
+_CAMPAIGN_TIMES = ("scheduled_at", "started_at", "completed_at", "created", "modified")
 
 
 def fingerprint(request: Message) -> str:
@@ -72,8 +75,17 @@ def optional_timestamp(msg: Message, name: str, field: str | None = None) -> dt.
 
 
 def set_timestamp(target: timestamp_pb2.Timestamp, value: dt.datetime | None) -> None:
-    if value is not None:
-        target.FromDatetime(value.replace(tzinfo=dt.UTC))
+    """Set `target` from a naive UTC datetime (an aware one's zone is ignored, as stored).
+
+    Timestamp.FromDatetime goes through utctimetuple and calendar.timegm, 3 µs a value; a page
+    of 100 campaigns sets 500 of them. The difference to the epoch is the same answer."""
+    if value is None:
+        return
+    if value.tzinfo is not None:
+        value = value.replace(tzinfo=None)
+    delta = value - _EPOCH
+    target.seconds = delta.days * 86_400 + delta.seconds
+    target.nanos = delta.microseconds * 1000
 
 
 def local_iso(value: dt.datetime | None, timezone: str) -> str:
@@ -87,28 +99,36 @@ def local_iso(value: dt.datetime | None, timezone: str) -> str:
 
 
 def campaign_to_pb(c: Campaign) -> campaign_pb2.Campaign:
-    timezone = c.edition.timezone
+    """A campaign model, its edition loaded, as a message."""
+    row = {name: getattr(c, name) for name in ROW_FIELDS}
+    row["edition_id"], row["timezone"] = c.edition_id, c.edition.timezone
+    return campaign_row_to_pb(row)
+
+
+def campaign_row_to_pb(row: CampaignRow) -> campaign_pb2.Campaign:
+    """A campaign as `server.campaign_reads` answers it (a dict of columns) as a message."""
+    timezone = row["timezone"]
     pb = campaign_pb2.Campaign(
-        id=c.id,
-        name=c.name,
-        organization_id=c.organization_id,
-        edition_id=c.edition_id,
-        segment_id=c.segment_id,
-        channel=CHANNEL_TO_PB.get(c.channel, campaign_pb2.CHANNEL_UNSPECIFIED),
-        email_message_id=c.email_message_id or 0,
-        sms_body=c.sms_body,
-        status=STATUS_TO_PB[c.status],
-        total_recipients=c.total_recipients,
-        sent_count=c.sent_count,
-        failed_count=c.failed_count,
-        user_count=c.user_count,
-        error_message=c.error_message,
+        id=row["id"],
+        name=row["name"],
+        organization_id=row["organization_id"],
+        edition_id=row["edition_id"],
+        segment_id=row["segment_id"],
+        channel=CHANNEL_TO_PB.get(row["channel"], campaign_pb2.CHANNEL_UNSPECIFIED),
+        email_message_id=row["email_message_id"] or 0,
+        sms_body=row["sms_body"],
+        status=STATUS_TO_PB[row["status"]],
+        total_recipients=row["total_recipients"],
+        sent_count=row["sent_count"],
+        failed_count=row["failed_count"],
+        user_count=row["user_count"],
+        error_message=row["error_message"],
         timezone=timezone,
-        scheduled_at_local=local_iso(c.scheduled_at, timezone),
-        etag=etag_of(c),
+        scheduled_at_local=local_iso(row["scheduled_at"], timezone),
+        etag=etag(row["id"], row["version"]),
     )
-    for name in ("scheduled_at", "started_at", "completed_at", "created", "modified"):
-        set_timestamp(getattr(pb, name), getattr(c, name))
+    for name in _CAMPAIGN_TIMES:
+        set_timestamp(getattr(pb, name), row[name])
     return pb
 
 
