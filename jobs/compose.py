@@ -6,13 +6,14 @@ from __future__ import annotations
 import html
 
 from jobs import mime
+from jobs.ledger import Recipient
 from jobs.mime import MimeTemplate
 from jobs.providers import OutgoingEmail, OutgoingSms
 from server import templating
 from server.config import DeliverySettings
 from server.email_messages import render_content
 from server.links import track
-from server.models import Campaign, Edition, EmailMessage, User
+from server.models import Campaign, Edition, EmailMessage
 from server.tokens import LinkMaker, TokenSigner
 
 
@@ -61,7 +62,7 @@ class Composer:
             else None
         )
 
-    def email(self, user: User, address: str) -> OutgoingEmail:
+    def email(self, user: Recipient, address: str) -> OutgoingEmail:
         """RenderError when the templates fail for this user."""
         assert self.message is not None and self.mime is not None
         url = self.links.unsubscribe(self.campaign.id, user.id)
@@ -81,7 +82,7 @@ class Composer:
             sender=self.message.from_email, recipient=address, message_id=mid, data=data
         )
 
-    def sms(self, user: User, address: str) -> OutgoingSms:
+    def sms(self, user: Recipient, address: str) -> OutgoingSms:
         assert self._sms_template is not None
         context = {
             "user": templating.user_context(user),

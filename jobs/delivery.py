@@ -34,7 +34,7 @@ from jobs.providers.factory import make_provider
 from jobs.ratelimit import RateLimiter
 from server import transitions
 from server.config import DeliverySettings
-from server.models import Campaign, DeliveryStatus, EmailMessage, SkipReason, User, utcnow
+from server.models import Campaign, DeliveryStatus, EmailMessage, SkipReason, utcnow
 from server.status import Action, Status
 from server.templating import RenderError
 
@@ -153,10 +153,7 @@ class Sender:
     def start_group(self, group: list[ledger.Claimed]) -> InFlight:
         """Mark the group in flight (durably), render it and queue its sends."""
         mine = ledger.mark_sending([c.id for c in group], self.owner, self.settings.lease_seconds)
-        users = {u.id: u for u in User.select().where(User.id.in_([c.user_id for c in group]))}
-        return [
-            (row, self.dispatch(row, users.get(row.user_id))) for row in group if row.id in mine
-        ]
+        return [(row, self.dispatch(row, mine[row.id])) for row in group if row.id in mine]
 
     def finish_group(self, in_flight: InFlight | None) -> None:
         """Wait for a group's sends and record their outcomes. Here, not on another thread:
@@ -174,7 +171,7 @@ class Sender:
             ledger.extend_lease(self.campaign.id, self.owner, self.settings.lease_seconds)
             self.renewed = now
 
-    def dispatch(self, row: ledger.Claimed, user: User | None) -> Future[SendResult]:
+    def dispatch(self, row: ledger.Claimed, user: ledger.Recipient) -> Future[SendResult]:
         """Render here and send on the I/O thread: the next message renders while this one
         waits on the network (socket waits release the GIL)."""
         if user is None or user.erased_at is not None:

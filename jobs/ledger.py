@@ -7,16 +7,18 @@ worker that lost its rows to the reaper can never overwrite what another worker 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import peewee as pw
 
-from server.db import database, durable_commit, is_postgres, tuples, write_transaction
-from server.models import Delivery, DeliveryStatus, SkipReason, Suppression, utcnow
+from server.db import database, is_postgres, tuples, write_transaction
+from server.models import Delivery, DeliveryStatus, SkipReason, Suppression, User, utcnow
 
 D = Delivery
 IN_FLIGHT = (DeliveryStatus.PENDING, DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
@@ -28,6 +30,19 @@ class Claimed:
     user_id: int
     address: str
     attempts: int
+
+
+@contextlib.contextmanager
+def committed() -> Iterator[None]:
+    """Around SQL that opens its own transaction (a BEGIN sent with the statement saves a
+    round trip): COMMIT after it, ROLLBACK when it fails."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            database.execute_sql("ROLLBACK")
+        raise
+    database.execute_sql("COMMIT")
 
 
 def _sql(text: str) -> str:
@@ -149,26 +164,51 @@ def claim(campaign_id: int, owner: str, limit: int, lease_seconds: int) -> list[
         now,
         limit,
     )
-    with write_transaction():
+    if is_postgres():  # one statement is a transaction of its own: no BEGIN, no COMMIT
         rows = database.execute_sql(sql, params).fetchall()
+    else:
+        with write_transaction():
+            rows = database.execute_sql(sql, params).fetchall()
     return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
 
 
-def mark_sending(ids: Sequence[int], owner: str, lease_seconds: int) -> set[int]:
-    """Claimed -> sending, before any network call; returns the ids still ours."""
+_MARK = (
+    "UPDATE delivery SET status = %s, lease_expires_at = %s WHERE lease_owner = %s"
+    " AND status = %s AND id IN ({ids}) RETURNING id, user_id"
+)
+# PostgreSQL, in one round trip instead of five (BEGIN, SET, UPDATE, SELECT users, COMMIT
+# was most of a group's database time): the mark and the recipients it hands back.
+_MARK_POSTGRES = (
+    "BEGIN; SET LOCAL synchronous_commit = on;"
+    " WITH marked AS (" + _MARK + ")"
+    " SELECT users.*, marked.id AS delivery_id"
+    " FROM marked LEFT JOIN users ON users.id = marked.user_id"
+)
+
+
+# A users row as a named tuple with User's field names: building a model instance per
+# recipient cost more than the mark's round trip.
+Recipient = Any
+
+
+def mark_sending(ids: Sequence[int], owner: str, lease_seconds: int) -> dict[int, Recipient]:
+    """Claimed -> sending, durably, before any network call. Returns the rows still ours,
+    each with its recipient (None if the user row is gone)."""
+    if not ids:
+        return {}
     lease = utcnow() + dt.timedelta(seconds=lease_seconds)
-    sql = _sql(
-        "UPDATE delivery SET status = %s, lease_expires_at = %s WHERE lease_owner = %s"
-        " AND status = %s AND id IN (" + ", ".join(["%s"] * len(ids)) + ") RETURNING id"
-    )
+    params = (DeliveryStatus.SENDING, lease, owner, DeliveryStatus.CLAIMED, *ids)
+    marks = ", ".join(["%s"] * len(ids))
+    # Durable even on an async-commit session: if this mark were lost in a crash, the
+    # reaper would hand the rows out again and a sent message could go twice.
+    if is_postgres():
+        with committed():  # the statement itself opens the transaction
+            users = list(User.raw(_MARK_POSTGRES.format(ids=marks), *params).namedtuples())
+        return {u.delivery_id: u if u.id is not None else None for u in users}
     with write_transaction():
-        # Durable even on an async-commit session: if this mark were lost in a crash, the
-        # reaper would hand the rows out again and a sent message could go twice.
-        durable_commit()
-        rows = database.execute_sql(
-            sql, (DeliveryStatus.SENDING, lease, owner, DeliveryStatus.CLAIMED, *ids)
-        ).fetchall()
-    return {row[0] for row in rows}
+        rows = database.execute_sql(_sql(_MARK.format(ids=marks)), params).fetchall()
+    found = {u.id: u for u in User.select().where(User.id.in_([r[1] for r in rows])).namedtuples()}
+    return {delivery_id: found.get(user_id) for delivery_id, user_id in rows}
 
 
 def extend_lease(campaign_id: int, owner: str, lease_seconds: int) -> None:

@@ -9,12 +9,20 @@ with the standard library's own encoders (RFC 2047 words, quoted-printable).
 from __future__ import annotations
 
 import binascii
+import time
 import uuid
 from email.header import Header
 from email.utils import formataddr, formatdate
+from functools import lru_cache
 
 CRLF = "\r\n"
 MAX_LINE = 998  # RFC 5322 line limit
+
+
+@lru_cache(maxsize=1)
+def _date(second: int) -> str:
+    """The Date header, formatted once per second rather than per message."""
+    return formatdate(second, usegmt=True)
 
 
 def header_value(value: str) -> str:
@@ -62,7 +70,7 @@ class MimeTemplate:
     ) -> bytes:
         headers = (
             f"To: {to}{CRLF}Subject: {header_value(subject)}{CRLF}"
-            f"Date: {formatdate(usegmt=True)}{CRLF}Message-ID: {message_id}{CRLF}"
+            f"Date: {_date(int(time.time()))}{CRLF}Message-ID: {message_id}{CRLF}"
             f"List-Unsubscribe: <{unsubscribe_url}>{CRLF}{self.fixed}{CRLF}{CRLF}"
         )
         mark = f"--{self.boundary}"

@@ -35,13 +35,21 @@ KINDS = {
     "ambiguous": DeliveryStatus.AMBIGUOUS,
 }
 
-_PG_UPDATE = (
-    "UPDATE delivery SET status = {status}, provider_message_id = v.pmid, last_error = v.err,"
-    " next_attempt_at = v.nat, sent_at = v.sent_at, attempts = attempts + v.spent,"
-    " lease_owner = NULL, lease_expires_at = NULL, modified = {now}"
-    " FROM (VALUES %s) AS v(id, pmid, err, nat, sent_at, spent)"
-    " WHERE delivery.id = v.id AND delivery.lease_owner = {owner} AND delivery.status = 'sending'"
-    " RETURNING delivery.id"
+# PostgreSQL: every outcome of a group and the campaign's counters in one statement (one
+# statement is its own transaction: no BEGIN/COMMIT round trips). `v.kind` tells apart the
+# outcomes that land on the same status (retried and deferred are both pending again).
+_PG_RECORD = (
+    "WITH v(id, kind, status, pmid, err, nat, sent_at, spent) AS (VALUES %s),"
+    " done AS (UPDATE delivery SET status = v.status, provider_message_id = v.pmid,"
+    " last_error = v.err, next_attempt_at = v.nat, sent_at = v.sent_at,"
+    " attempts = attempts + v.spent, lease_owner = NULL, lease_expires_at = NULL,"
+    " modified = {now} FROM v WHERE delivery.id = v.id AND delivery.lease_owner = {owner}"
+    " AND delivery.status = 'sending' RETURNING v.kind),"
+    " counters AS (UPDATE campaign SET"
+    " sent_count = sent_count + (SELECT count(*) FROM done WHERE kind = 'sent'),"
+    " failed_count = failed_count + (SELECT count(*) FROM done WHERE kind = 'failed'),"
+    " heartbeat_at = {now} WHERE id = {campaign})"
+    " SELECT kind, count(*) FROM done GROUP BY kind"
 )
 _SQLITE_UPDATE = (
     "UPDATE delivery SET status = :status, provider_message_id = :pmid, last_error = :err,"
@@ -110,22 +118,28 @@ def _classify(
     return groups
 
 
-def _apply_postgres(status: str, rows: list[Row], owner: str) -> int:
-    """One round trip for the whole group: UPDATE ... FROM (VALUES ...)."""
+def _record_postgres(campaign_id: int, owner: str, groups: dict[str, list[Row]]) -> Tally:
+    """One round trip for the whole group."""
     cursor = database.cursor()
     # execute_values wants exactly one %s (the VALUES list): bind the rest beforehand.
     fixed = {
         key: cursor.mogrify("%s", (value,)).decode()
-        for key, value in (("status", status), ("now", utcnow()), ("owner", owner))
+        for key, value in (("now", utcnow()), ("owner", owner), ("campaign", campaign_id))
     }
-    done = execute_values(
+    rows = [(r[0], kind, KINDS[kind], *r[1:]) for kind, group in groups.items() for r in group]
+    if not rows:
+        return Tally()
+    counts = execute_values(
         cursor,
-        _PG_UPDATE.format(**fixed),
+        _PG_RECORD.format(**fixed),
         rows,
-        template="(%s, %s, %s, %s::timestamp, %s::timestamp, %s::int)",
+        template="(%s, %s, %s, %s, %s, %s::timestamp, %s::timestamp, %s::int)",
         fetch=True,
     )
-    return len(done)
+    tally = Tally()
+    for kind, n in counts:  # a group of over 100 rows goes as several statements
+        setattr(tally, kind, getattr(tally, kind) + n)
+    return tally
 
 
 def _text(value: dt.datetime | None) -> str | None:
@@ -160,12 +174,13 @@ def record(
     settings: DeliverySettings,
 ) -> Tally:
     groups = _classify(items, settings)
-    apply = _apply_postgres if is_postgres() else _apply_sqlite
+    if is_postgres():
+        return _record_postgres(campaign_id, owner, groups)
     tally = Tally()
     with write_transaction():
         for kind, rows in groups.items():
             if rows:
-                setattr(tally, kind, apply(KINDS[kind], rows, owner))
+                setattr(tally, kind, _apply_sqlite(KINDS[kind], rows, owner))
         Campaign.update(
             sent_count=Campaign.sent_count + tally.sent,
             failed_count=Campaign.failed_count + tally.failed,

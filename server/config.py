@@ -125,6 +125,9 @@ class DeliverySettings:
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_timeout: float = 30.0
+    # Connections one send job keeps open, each on its own thread: one connection spends most
+    # of its time waiting for replies (Postfix's own client opens up to 20 per destination).
+    smtp_connections: int = 2
     twilio_base_url: str = "https://api.twilio.com"
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
@@ -182,6 +185,7 @@ class DeliverySettings:
             parallel_send_jobs=_env_int("PARALLEL_SEND_JOBS", 4),
             stale_seconds=_env_int("STALE_SECONDS", 60),
             smtp_timeout=_env_float("SMTP_TIMEOUT", 30.0),
+            smtp_connections=max(1, _env_int("SMTP_CONNECTIONS", 2)),
             twilio_timeout=_env_float("TWILIO_TIMEOUT", 15.0),
             circuit_failures=_env_int("CIRCUIT_FAILURES", 10),
             circuit_open_seconds=_env_float("CIRCUIT_OPEN_SECONDS", 30.0),

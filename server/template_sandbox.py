@@ -18,13 +18,14 @@ import operator
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
 import jinja2
 from jinja2 import nodes
-from jinja2.runtime import markup_join, str_join
+from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -252,6 +253,20 @@ def bounded_ast(env: jinja2.Environment, source: str) -> nodes.Template:
     return bounded
 
 
+_flat_globals: weakref.WeakKeyDictionary[jinja2.Template, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _context(template: jinja2.Template, context: dict[str, Any]) -> Context:
+    """What `template.new_context(context)` makes, with the globals flattened once per
+    template: Jinja walks a ChainMap of them on every render, a large part of a short one."""
+    flat = _flat_globals.get(template)
+    if flat is None:
+        flat = _flat_globals[template] = dict(template.globals)
+    return template.new_context({**flat, **context}, shared=True)
+
+
 def bounded_render(template: jinja2.Template, context: dict[str, Any]) -> str:
     """Template.render, chunk by chunk, stopping at the size limit (time: see _step)."""
     limit = config.MAX_RENDERED_LENGTH
@@ -260,7 +275,7 @@ def bounded_render(template: jinja2.Template, context: dict[str, Any]) -> str:
     try:
         chunks: list[str] = []
         size = 0
-        for chunk in template.root_render_func(template.new_context(context)):
+        for chunk in template.root_render_func(_context(template, context)):
             size += len(chunk)
             if size > limit:
                 _check_size(size, "the rendered text")

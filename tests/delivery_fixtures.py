@@ -95,6 +95,7 @@ class SmtpSink:
         self.rules: dict[str, Rule] = {}
         self.attempts: Counter[str] = Counter()
         self.delays: dict[str, float] = {}
+        self.rcpt_started: dict[str, float] = {}  # when RCPT for an address came (last time)
         self.port = 0
 
     def refuse(self, address: str, code: int, times: int | None = None) -> None:
@@ -115,6 +116,7 @@ class SmtpSink:
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
         key = address.lower()
+        self.rcpt_started[key] = time.time()
         if key in self.delays:
             await asyncio.sleep(self.delays[key])
         with self.lock:

@@ -224,3 +224,25 @@ def test_a_template_failing_for_one_user_fails_only_that_message(
     assert (free.status, free.attempts) == ("failed", 1)
     assert free.last_error.startswith("template failed for this user")
     assert smtp.attempts[_address(tag, "free")] == 0  # never reached the SMTP server
+
+
+def test_a_send_job_keeps_several_connections_busy(
+        worker, smtp, campaigns, audience, messages, org_id):
+    """SMTP_CONNECTIONS (2 by default): while one connection waits on a slow server, another
+    carries on, so two slow recipients are in progress at the same time."""
+    tag = uuid.uuid4().hex[:8]
+    campaign = _campaign(campaigns, audience, messages, org_id)
+    names = ["slow1", "slow2", *(f"quick{i}" for i in range(6))]
+    import_users(audience, org_id, campaign.edition_id, _holders(tag, names))
+    for name in ("slow1", "slow2"):
+        smtp.slow_down(_address(tag, name), 1.0)
+
+    send_now(campaigns, campaign.id)
+    done = wait_final(campaigns, campaign.id, worker)
+    assert done.status == SENT, (done, worker.output())
+    assert smtp.per_address(campaign.id) == {_address(tag, n).lower(): 1 for n in names}
+    finished = {r.rcpt_tos[0].lower(): r.at for r in smtp.of_campaign(campaign.id)}
+    slow = [_address(tag, name).lower() for name in ("slow1", "slow2")]
+    # Each slow recipient's RCPT began before the other one's message was done.
+    assert smtp.rcpt_started[slow[0]] < finished[slow[1]]
+    assert smtp.rcpt_started[slow[1]] < finished[slow[0]]

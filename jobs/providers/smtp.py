@@ -22,16 +22,32 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+import threading
 
 from jobs.providers import OutgoingEmail, SendResult, ambiguous, permanent, sent, transient
 from server.config import DeliverySettings
 
-_LEADING_DOT = re.compile(rb"(?m)^\.")
+# A plain addr-spec (dot-atoms on both sides): `smtplib.quoteaddr` would only wrap it in <>,
+# after a full RFC 2822 parse that cost the send thread a quarter of its time.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z"
+)
+
+
+def quoteaddr(address: str) -> str:
+    """What `smtplib.quoteaddr` returns, without parsing the common case."""
+    if _PLAIN_ADDRESS.match(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 def _payload(data: bytes) -> bytes:
-    """What smtplib's `data` sends: dot-stuffed, ending with CRLF . CRLF."""
-    stuffed = _LEADING_DOT.sub(b"..", data)
+    """What smtplib's `data` sends: dot-stuffed, ending with CRLF . CRLF (a replace, not
+    smtplib's multi-line regex: the same result at a fraction of the cost)."""
+    stuffed = data.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
     if not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + b".\r\n"
@@ -42,12 +58,30 @@ def _text(reply: bytes | str) -> str:
 
 
 class SmtpProvider:
+    """Each sending thread has a connection of its own (`concurrency` of them at most)."""
+
     name = "smtp"
 
     def __init__(self, settings: DeliverySettings) -> None:
         self.settings = settings
         self.endpoint = f"{settings.smtp_host}:{settings.smtp_port}"
-        self._conn: smtplib.SMTP | None = None
+        self.concurrency = settings.smtp_connections
+        self._local = threading.local()
+        self._open: set[smtplib.SMTP] = set()  # every thread's, for close()
+        self._lock = threading.Lock()
+
+    @property
+    def _conn(self) -> smtplib.SMTP | None:
+        return getattr(self._local, "conn", None)
+
+    @_conn.setter
+    def _conn(self, conn: smtplib.SMTP | None) -> None:
+        with self._lock:
+            if conn is None:
+                self._open.discard(self._local.conn)
+            else:
+                self._open.add(conn)
+        self._local.conn = conn
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -73,11 +107,11 @@ class SmtpProvider:
                 self._conn = self._connect()
             return self._transaction(self._conn, message)
         except smtplib.SMTPResponseException as exc:  # a refusal while connecting
-            self.close()
+            self._drop()
             return self._reply(exc.smtp_code, exc.smtp_error, recipient=False)
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             # Refused, dropped or timed out before the payload went out: not delivered.
-            self.close()
+            self._drop()
             return transient(f"smtp connection: {type(exc).__name__}: {exc}", fault=True)
 
     def _transaction(self, conn: smtplib.SMTP, message: OutgoingEmail) -> SendResult:
@@ -101,8 +135,8 @@ class SmtpProvider:
     ) -> SendResult:
         extra = "".join(f" {option}" for option in options)
         conn.send(
-            f"MAIL FROM:{smtplib.quoteaddr(message.sender)}{extra}\r\n"
-            f"RCPT TO:{smtplib.quoteaddr(message.recipient)}\r\nDATA\r\n"
+            f"MAIL FROM:{quoteaddr(message.sender)}{extra}\r\n"
+            f"RCPT TO:{quoteaddr(message.recipient)}\r\nDATA\r\n"
         )
         (mail, mail_text), (rcpt, rcpt_text), (data, data_text) = (
             conn.getreply() for _ in range(3)
@@ -125,7 +159,7 @@ class SmtpProvider:
         try:
             code, reply = conn.getreply()
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-            self.close()
+            self._drop()
             return ambiguous(f"smtp: no reply after the message data: {exc}")
         if 200 <= code < 300:
             return sent(message.message_id)
@@ -137,12 +171,12 @@ class SmtpProvider:
         """A refusal mid-transaction: reset it so the connection serves the next message,
         or drop the connection when the server is closing it (421)."""
         if code == 421:
-            self.close()
+            self._drop()
         else:
             try:
                 conn.rset()
             except (smtplib.SMTPException, OSError):
-                self.close()
+                self._drop()
         return self._reply(code, reply, recipient=recipient)
 
     @staticmethod
@@ -152,10 +186,23 @@ class SmtpProvider:
             return permanent(error)
         return transient(error, fault=code == 421 or not recipient)
 
-    def close(self) -> None:
+    def _drop(self) -> None:
+        """This thread's connection is broken or refused: close it; the next send reopens."""
         if self._conn is not None:
-            try:
-                self._conn.quit()
-            except (smtplib.SMTPException, OSError):
-                self._conn.close()
+            _quit(self._conn)
             self._conn = None
+
+    def close(self) -> None:
+        """Every thread's connection (called once the sending threads are done)."""
+        with self._lock:
+            conns, self._open = self._open, set()
+        for conn in conns:
+            _quit(conn)
+        self._local = threading.local()
+
+
+def _quit(conn: smtplib.SMTP) -> None:
+    try:
+        conn.quit()
+    except (smtplib.SMTPException, OSError):
+        conn.close()
