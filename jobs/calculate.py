@@ -81,6 +81,6 @@ def start_senders(campaign_id: int, pending: int) -> None:
     from jobs.delivery import enqueue_send
 
     settings = delivery_settings()
-    jobs = min(settings.parallel_send_jobs, -(-pending // settings.claim_size))
+    jobs = min(settings.parallel_send_jobs, -(-pending // settings.group_size))
     for n in range(max(1, jobs)):
         enqueue_send(queue(), campaign_id, f"send-{campaign_id}-{n}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 
 from jobs import mime
-from jobs.ledger import Recipient
+from jobs.claims import Recipient
 from jobs.mime import MimeTemplate
 from jobs.providers import OutgoingEmail, OutgoingSms
 from server import templating

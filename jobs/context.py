@@ -32,7 +32,7 @@ def ensure_database() -> None:
     global _opened_in
     if _opened_in != os.getpid():
         # Workers commit asynchronously; the one commit that must be durable (rows marked
-        # "sending" before the network call) says so itself (see jobs.ledger.mark_sending).
+        # "sending" before the network call) says so itself (see jobs.claims.take).
         open_database(settings().database_url, settings().db_pool_size, async_commit=True)
         _opened_in = os.getpid()
 

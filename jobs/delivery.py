@@ -1,13 +1,15 @@
-"""The send job: claim ledger rows under a lease, render, send, record, and repeat.
+"""The send job: take a group of ledger rows into "sending" under a lease, render, send,
+record, and repeat.
 
 A job works for at most `job_budget_seconds`, then hands over to a fresh job, so one
-campaign never pins a worker and several campaigns share the workers fairly. Rows are marked
-"sending" a group at a time just before the network calls: a crash leaves at most one group
-ambiguous, never silently resent. The last job to find nothing left finishes the campaign.
+campaign never pins a worker and several campaigns share the workers fairly. Rows become
+"sending" (durably) a group at a time just before the network calls: a crash leaves at most
+two groups ambiguous (the one in flight and the one being rendered), never silently resent.
+The last job to find nothing left finishes the campaign.
 
-Each provider endpoint has a circuit breaker shared by all workers (`jobs/circuit.py`). While
-it is open a job sends nothing more: messages already handed to the I/O thread come back
-"deferred" (pending again, no attempt spent), unsent claims are released, and the job
+Each provider endpoint has a circuit breaker shared by all workers (`jobs/circuit.py`),
+asked before each group. While it is open a job sends nothing more: messages already handed
+to the I/O threads come back "deferred" (pending again, no attempt spent), and the job
 reschedules itself for when the breaker may let a probe through.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from rq import Queue
 
-from jobs import ledger, results
+from jobs import claims, ledger, results
 from jobs.circuit import Circuit
 from jobs.compose import Composer
 from jobs.context import delivery_settings, ensure_database, queue, shared_redis
@@ -55,7 +57,7 @@ def enqueue_send(q: Queue, campaign_id: int, job_id: str, at: dt.datetime | None
         q.enqueue_at(when, send, campaign_id, job_id=job_id, job_timeout=SEND_TIMEOUT)
 
 
-InFlight = list[tuple[ledger.Claimed, Future[SendResult]]]
+InFlight = list[tuple[claims.Claimed, Future[SendResult]]]
 
 
 def _status(campaign_id: int) -> str | None:
@@ -85,7 +87,7 @@ class Sender:
         self.io = ThreadPoolExecutor(
             max_workers=getattr(self.provider, "concurrency", 1), thread_name_prefix="send"
         )
-        self.checked = self.renewed = self.gate_checked = time.monotonic()
+        self.checked = self.renewed = time.monotonic()
         self.stopped = False
         self.tally = results.Tally()
 
@@ -99,61 +101,45 @@ class Sender:
         return self.stopped
 
     def run(self, deadline: float) -> None:
-        while time.monotonic() < deadline and not self.cancelled(force=True):
-            gate = self.circuit.check()
-            self.paused_for = None if gate.allowed else gate.wait
-            if self.paused_for is not None:
-                return
-            # A probe is one message: the provider's answer decides for everyone.
-            limit = 1 if gate.probing else self.settings.claim_size
-            claimed = ledger.claim(self.campaign.id, self.owner, limit, self.settings.lease_seconds)
-            if not claimed:
-                if gate.probing:
-                    self.circuit.release_probe()
-                return
-            self.send_claimed(claimed)
-
-    def blocked(self) -> bool:
-        """Has the circuit opened (here or in another worker) since this job claimed? Asks
-        Redis at most every CANCEL_CHECK_SECONDS (it was a round trip per group): meanwhile
-        the I/O thread defers every message once this job's circuit has tripped."""
-        if time.monotonic() - self.gate_checked < CANCEL_CHECK_SECONDS:
-            return False
-        self.gate_checked = time.monotonic()
-        gate = self.circuit.check(may_probe=False)
-        if not gate.allowed:
-            self.paused_for = gate.wait
-        return not gate.allowed
-
-    def send_claimed(self, claimed: list[ledger.Claimed]) -> None:
-        """Two groups overlap: while the I/O thread sends one, this thread records the one
-        before and renders the one after, so the connection never waits on the database."""
-        size = self.settings.group_size
+        """Group after group until the deadline, the end of the due rows, a cancel or an open
+        circuit. Two groups overlap: while the I/O threads send one, this thread records the
+        one before and renders the one after, so a connection never waits on the database."""
         in_flight: InFlight | None = None
-        for start in range(0, len(claimed), size):
-            group = claimed[start : start + size]
-            if self.blocked():
+        try:
+            while time.monotonic() < deadline and not self.cancelled():
+                gate = self.circuit.check()
+                if not gate.allowed:
+                    self.paused_for = gate.wait
+                    return
+                # A probe is one message: the provider's answer decides for everyone.
+                group = self.next_group(1 if gate.probing else self.settings.group_size)
+                if not group:
+                    if gate.probing:
+                        self.circuit.release_probe()
+                    return
+                started = self.start_group(group)
                 self.finish_group(in_flight)
-                ledger.release([c.id for c in claimed[start:]], self.owner)
-                return
-            # The rate limit may hold a group for seconds: a cancel meanwhile must stop it.
-            waited = self.limiter.acquire(len(group), stop=lambda: self.cancelled(force=True))
-            if self.cancelled(force=waited > 0):
-                self.finish_group(in_flight)
-                ledger.release([c.id for c in claimed[start:]], self.owner)
-                if _status(self.campaign.id) == Status.CANCELLED:
-                    ledger.skip_pending(self.campaign.id, SkipReason.CANCELLED)
-                return
-            started = self.start_group(group)
+                in_flight = started
+                if gate.probing:  # its answer must be in before the next check
+                    self.finish_group(in_flight)
+                    in_flight = None
+                self.keep_lease()
+        finally:
             self.finish_group(in_flight)
-            in_flight = started
-            self.keep_lease()
-        self.finish_group(in_flight)
 
-    def start_group(self, group: list[ledger.Claimed]) -> InFlight:
-        """Mark the group in flight (durably), render it and queue its sends."""
-        mine = ledger.mark_sending([c.id for c in group], self.owner, self.settings.lease_seconds)
-        return [(row, self.dispatch(row, mine[row.id])) for row in group if row.id in mine]
+    def next_group(self, limit: int) -> list[tuple[claims.Claimed, claims.Recipient]]:
+        """Rows taken into "sending", once the rate limit lets `limit` messages go; none
+        when the campaign stopped meanwhile (the limit may hold a group for seconds)."""
+        waited = self.limiter.acquire(limit, stop=lambda: self.cancelled(force=True))
+        if self.cancelled(force=waited > 0):
+            if _status(self.campaign.id) == Status.CANCELLED:
+                ledger.skip_pending(self.campaign.id, SkipReason.CANCELLED)
+            return []
+        return claims.take(self.campaign.id, self.owner, limit, self.settings.lease_seconds)
+
+    def start_group(self, group: list[tuple[claims.Claimed, claims.Recipient]]) -> InFlight:
+        """Render the group and queue its sends."""
+        return [(row, self.dispatch(row, user)) for row, user in group]
 
     def finish_group(self, in_flight: InFlight | None) -> None:
         """Wait for a group's sends and record their outcomes. Here, not on another thread:
@@ -168,10 +154,10 @@ class Sender:
         each renewal is a round trip)."""
         now = time.monotonic()
         if now - self.renewed > self.settings.lease_seconds / 3:
-            ledger.extend_lease(self.campaign.id, self.owner, self.settings.lease_seconds)
+            claims.extend_lease(self.campaign.id, self.owner, self.settings.lease_seconds)
             self.renewed = now
 
-    def dispatch(self, row: ledger.Claimed, user: ledger.Recipient) -> Future[SendResult]:
+    def dispatch(self, row: claims.Claimed, user: claims.Recipient) -> Future[SendResult]:
         """Render here and send on the I/O thread: the next message renders while this one
         waits on the network (socket waits release the GIL)."""
         if user is None or user.erased_at is not None:

@@ -1,53 +1,22 @@
-"""The delivery ledger's SQL: freeze recipients, claim rows under a lease, mark them in
-flight, record outcomes, and reap leases of workers that died.
-
-Every update after a claim is conditional on still holding the lease (`lease_owner`), so a
-worker that lost its rows to the reaper can never overwrite what another worker did.
+"""The delivery ledger's SQL: freeze recipients, skip the ones not to send, count, and reap
+leases of workers that died. Taking rows to send is `jobs.claims`; recording what happened to
+them is `jobs.results`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import peewee as pw
 
 from server.db import database, is_postgres, tuples, write_transaction
-from server.models import Delivery, DeliveryStatus, SkipReason, Suppression, User, utcnow
+from server.models import Delivery, DeliveryStatus, SkipReason, Suppression, utcnow
 
 D = Delivery
 IN_FLIGHT = (DeliveryStatus.PENDING, DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
-
-
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    user_id: int
-    address: str
-    attempts: int
-
-
-@contextlib.contextmanager
-def committed() -> Iterator[None]:
-    """Around SQL that opens its own transaction (a BEGIN sent with the statement saves a
-    round trip): COMMIT after it, ROLLBACK when it fails."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):
-            database.execute_sql("ROLLBACK")
-        raise
-    database.execute_sql("COMMIT")
-
-
-def _sql(text: str) -> str:
-    """Write placeholders as %s; SQLite wants ?."""
-    return text if is_postgres() else text.replace("%s", "?")
 
 
 _FREEZE_COLUMNS = (
@@ -142,91 +111,6 @@ def count(campaign_id: int, statuses: Iterable[str]) -> int:
     return int(D.select().where((D.campaign == campaign_id) & D.status.in_(list(statuses))).count())
 
 
-def claim(campaign_id: int, owner: str, limit: int, lease_seconds: int) -> list[Claimed]:
-    """Take up to `limit` due pending rows. PostgreSQL: SKIP LOCKED lets workers claim side by
-    side; SQLite: the IMMEDIATE transaction makes claims one at a time."""
-    now = utcnow()
-    lock = " FOR UPDATE SKIP LOCKED" if is_postgres() else ""
-    sql = _sql(
-        "UPDATE delivery SET status = %s, lease_owner = %s, lease_expires_at = %s, modified = %s"
-        " WHERE id IN (SELECT id FROM delivery WHERE campaign_id = %s AND status = %s"
-        " AND (next_attempt_at IS NULL OR next_attempt_at <= %s) ORDER BY id LIMIT %s"
-        + lock
-        + ") RETURNING id, user_id, address, attempts"
-    )
-    params = (
-        DeliveryStatus.CLAIMED,
-        owner,
-        now + dt.timedelta(seconds=lease_seconds),
-        now,
-        campaign_id,
-        DeliveryStatus.PENDING,
-        now,
-        limit,
-    )
-    if is_postgres():  # one statement is a transaction of its own: no BEGIN, no COMMIT
-        rows = database.execute_sql(sql, params).fetchall()
-    else:
-        with write_transaction():
-            rows = database.execute_sql(sql, params).fetchall()
-    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
-
-
-_MARK = (
-    "UPDATE delivery SET status = %s, lease_expires_at = %s WHERE lease_owner = %s"
-    " AND status = %s AND id IN ({ids}) RETURNING id, user_id"
-)
-# PostgreSQL, in one round trip instead of five (BEGIN, SET, UPDATE, SELECT users, COMMIT
-# was most of a group's database time): the mark and the recipients it hands back.
-_MARK_POSTGRES = (
-    "BEGIN; SET LOCAL synchronous_commit = on;"
-    " WITH marked AS (" + _MARK + ")"
-    " SELECT users.*, marked.id AS delivery_id"
-    " FROM marked LEFT JOIN users ON users.id = marked.user_id"
-)
-
-
-# A users row as a named tuple with User's field names: building a model instance per
-# recipient cost more than the mark's round trip.
-Recipient = Any
-
-
-def mark_sending(ids: Sequence[int], owner: str, lease_seconds: int) -> dict[int, Recipient]:
-    """Claimed -> sending, durably, before any network call. Returns the rows still ours,
-    each with its recipient (None if the user row is gone)."""
-    if not ids:
-        return {}
-    lease = utcnow() + dt.timedelta(seconds=lease_seconds)
-    params = (DeliveryStatus.SENDING, lease, owner, DeliveryStatus.CLAIMED, *ids)
-    marks = ", ".join(["%s"] * len(ids))
-    # Durable even on an async-commit session: if this mark were lost in a crash, the
-    # reaper would hand the rows out again and a sent message could go twice.
-    if is_postgres():
-        with committed():  # the statement itself opens the transaction
-            users = list(User.raw(_MARK_POSTGRES.format(ids=marks), *params).namedtuples())
-        return {u.delivery_id: u if u.id is not None else None for u in users}
-    with write_transaction():
-        rows = database.execute_sql(_sql(_MARK.format(ids=marks)), params).fetchall()
-    found = {u.id: u for u in User.select().where(User.id.in_([r[1] for r in rows])).namedtuples()}
-    return {delivery_id: found.get(user_id) for delivery_id, user_id in rows}
-
-
-def extend_lease(campaign_id: int, owner: str, lease_seconds: int) -> None:
-    D.update(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds)).where(
-        (D.campaign == campaign_id)
-        & (D.lease_owner == owner)
-        & D.status.in_([DeliveryStatus.CLAIMED, DeliveryStatus.SENDING])
-    ).execute()
-
-
-def release(ids: Sequence[int], owner: str) -> None:
-    """Give claimed rows back untouched (the campaign was cancelled, or the job stops)."""
-    if ids:
-        D.update(status=DeliveryStatus.PENDING, lease_owner=None, lease_expires_at=None).where(
-            (D.lease_owner == owner) & (D.status == DeliveryStatus.CLAIMED) & D.id.in_(list(ids))
-        ).execute()
-
-
 def skip_pending(campaign_id: int, reason: SkipReason) -> int:
     """Close every row still waiting (a cancelled campaign's unsent recipients)."""
     return int(
@@ -237,8 +121,9 @@ def skip_pending(campaign_id: int, reason: SkipReason) -> int:
 
 
 def reap(campaign_id: int) -> tuple[int, int]:
-    """Expired leases: claimed rows go back to pending (nothing was sent); rows left in
-    sending become ambiguous (they may have been delivered) and are never sent again."""
+    """Expired leases: rows left in sending become ambiguous (they may have been delivered)
+    and are never sent again. Claimed rows, which earlier versions held before marking them
+    sending, go back to pending (nothing was sent)."""
     now = utcnow()
     expired = (D.campaign == campaign_id) & (D.lease_expires_at < now)
     with write_transaction():

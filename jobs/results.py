@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from psycopg2.extras import execute_values
 
-from jobs.ledger import Claimed
+from jobs.claims import Claimed
 from jobs.providers import Outcome, SendResult
 from server.config import DeliverySettings
 from server.db import database, is_postgres, write_transaction

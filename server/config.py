@@ -138,8 +138,8 @@ class DeliverySettings:
     message_id_domain: str = "campaigns.local"
     email_rate: float = 0.0  # messages per second shared by all workers; 0 = unlimited
     sms_rate: float = 0.0
-    claim_size: int = 200  # rows one claim takes
-    group_size: int = 50  # rows marked "sending" at once: the most a crash can leave ambiguous
+    # Rows taken into "sending" at once; a crash leaves at most two groups ambiguous.
+    group_size: int = 50
     lease_seconds: int = 60
     max_attempts: int = 5
     retry_base_seconds: float = 2.0
@@ -176,7 +176,6 @@ class DeliverySettings:
             message_id_domain=env.get("MESSAGE_ID_DOMAIN") or "campaigns.local",
             email_rate=_env_float("EMAIL_RATE_LIMIT", 0.0),
             sms_rate=_env_float("SMS_RATE_LIMIT", 0.0),
-            claim_size=_env_int("SEND_CLAIM_SIZE", 200),
             group_size=_env_int("SEND_GROUP_SIZE", 50),
             lease_seconds=_env_int("LEASE_SECONDS", 60),
             max_attempts=_env_int("MAX_SEND_ATTEMPTS", 5),

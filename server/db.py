@@ -116,7 +116,7 @@ def open_database(url: str, pool_size: int = 20, *, async_commit: bool = False) 
     `async_commit` (PostgreSQL, for workers): commits return before the WAL is flushed. A
     PostgreSQL crash can then lose the last fraction of a second of commits, never corrupt
     anything; code whose commit must survive that (marking rows in flight before a send)
-    asks for `durable_commit()` inside its transaction."""
+    says `SET LOCAL synchronous_commit = on` in its transaction (`jobs.claims.take`)."""
     scheme = urlparse(url).scheme
     if scheme.startswith("sqlite"):
         db = _sqlite(url, pool_size)
@@ -128,12 +128,6 @@ def open_database(url: str, pool_size: int = 20, *, async_commit: bool = False) 
         )
     database.initialize(db)
     return db
-
-
-def durable_commit() -> None:
-    """Inside a transaction: this commit waits for the WAL flush whatever the session says."""
-    if is_postgres():
-        database.execute_sql("SET LOCAL synchronous_commit = on")
 
 
 def is_postgres() -> bool:

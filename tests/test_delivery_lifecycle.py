@@ -16,13 +16,13 @@ from rq import Queue
 
 from campaigns.v1 import campaign_pb2
 from campaigns.v1 import campaign_service_pb2 as cpb
-from jobs import context, kickoff
+from jobs import claims, context, kickoff
 from jobs import ledger as ledger_sql
 from jobs.calculate import calculate
 from jobs.delivery import send
 from server import transitions
 from server.db import release_connection
-from server.models import Campaign, utcnow
+from server.models import Campaign, Delivery, DeliveryStatus, utcnow
 from server.status import Action
 from tests.delivery_fixtures import (
     RunningWorker,
@@ -242,10 +242,15 @@ def test_the_sweep_resumes_a_campaign_whose_worker_died(
     # The worker calculates, then dies before starting any send job...
     monkeypatch.setattr("jobs.calculate.start_senders", lambda *args: None)
     assert calculate(campaign.id) == "sending"
-    # ...or rather, its send job died holding a claim of 3 rows, 2 of them already marked
-    # sending (they may have left: never to be sent again) and 1 not yet.
-    claimed = ledger_sql.claim(campaign.id, "dead-worker", 3, 0)
-    ambiguous = ledger_sql.mark_sending([c.id for c in claimed[:2]], "dead-worker", 0)
+    # ...or rather, its send job died with 2 rows taken into "sending" (they may have left:
+    # never to be sent again), and 1 row claimed the way earlier versions did before marking
+    # it (nothing left: it goes back to pending).
+    ambiguous = [row.id for row, _ in claims.take(campaign.id, "dead-worker", 2, 0)]
+    claimed = Delivery.select(Delivery.id).where(
+        (Delivery.campaign == campaign.id) & (Delivery.status == DeliveryStatus.PENDING)
+    ).limit(1).scalar()
+    Delivery.update(status=DeliveryStatus.CLAIMED, lease_owner="dead-worker",
+                    lease_expires_at=utcnow()).where(Delivery.id == claimed).execute()
     Campaign.update(heartbeat_at=utcnow() - dt.timedelta(seconds=30)).where(
         Campaign.id == campaign.id).execute()
     release_connection()

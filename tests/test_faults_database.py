@@ -99,11 +99,10 @@ RECOVERY_BOUND = 5.0  # seconds from the database's return to every RPC answerin
 HEALTH_BOUND = 1.5  # seconds for health to follow the database, either way (~7 probes)
 RECIPIENTS = 120
 RATE = 40  # messages a second: the campaign sends for ~3 s, long enough to cut it mid-batch
-# Small claims and groups put many batches in flight; a short lease and stale time let the
+# Small groups put many batches in flight; a short lease and stale time let the
 # sweep reclaim a failed job's rows within seconds instead of the production minute.
 FAULT_WORKER_ENV = {
     "EMAIL_RATE_LIMIT": str(RATE),
-    "SEND_CLAIM_SIZE": "40",
     "SEND_GROUP_SIZE": "10",
     "LEASE_SECONDS": "3",
     "STALE_SECONDS": "2",

@@ -63,7 +63,7 @@ def worker(app, database_url, redis_url, settings, repo_root, proxy, tmp_path_fa
            "CIRCUIT_OPEN_SECONDS": str(OPEN_SECONDS), "CIRCUIT_PROBE_SECONDS": "5",
            # Several send jobs per campaign, several groups per claim: a circuit opening
            # meets sends in flight, groups rendered but not sent, and jobs not started yet.
-           "SEND_CLAIM_SIZE": "10", "SEND_GROUP_SIZE": "4",
+           "SEND_GROUP_SIZE": "4",
            # One connection: the tests interleave faults so that a given number come in a
            # row, which parallel connections would reorder.
            "SMTP_CONNECTIONS": "1"}

@@ -131,7 +131,7 @@ def smtp() -> Iterator[SmtpSink]:
 def workers(servers, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
             ) -> Iterator[list[RunningWorker]]:
     # Small claims and groups, so the three workers really compete for the same rows.
-    env = {**smtp.env(), "SEND_CLAIM_SIZE": "20", "SEND_GROUP_SIZE": "10"}
+    env = {**smtp.env(), "SEND_GROUP_SIZE": "10"}
     with ExitStack() as stack:
         running = [stack.enter_context(start_worker(
             database_url=database_url, redis_url=redis_url, queue_name=settings.queue_name,
