@@ -34,6 +34,7 @@ RUNS = [
          *("--database", "postgres", "--workers", "1", "2")]
         for channel in ("email", "sms")
     ),
+    ["bench.send_job", "--recipients", n(50_000), "--database", "postgres"],
     ["bench.rpc", "--database", "postgres", "--campaigns", n(100_000)],
     *(
         ["bench.load", "--seconds", seconds(60), "--recipients", n(30_000), "--database", db]
