@@ -75,7 +75,14 @@ def _stub() -> campaign_service_pb2_grpc.CampaignServiceStub:
     return campaign_service_pb2_grpc.CampaignServiceStub(_channel)
 
 
+def _health_stub() -> health_pb2_grpc.HealthStub:
+    _stub()
+    return health_pb2_grpc.HealthStub(_channel)
+
+
 def _request(kind: str, rnd: random.Random, ids: tuple[int, int]) -> tuple[str, object]:
+    if kind == "health":  # the baseline: grpcio's own path to a handler that does nothing
+        return "Check", health_pb2.HealthCheckRequest()
     if kind == "id":
         return "GetCampaign", cpb.GetCampaignRequest(id=rnd.randint(*ids))
     req = cpb.ListCampaignsRequest(page_size=100, page=rnd.randint(1, 5))
@@ -94,7 +101,7 @@ def load_task(
     kind: str, threads: int, start_at: float, duration: float, ids: tuple[int, int]
 ) -> tuple[list[float], int]:
     """In a pool process: `threads` closed loops of one RPC from start_at for duration."""
-    stub = _stub()
+    stub = _health_stub() if kind == "health" else _stub()
     lat: list[float] = []
     errors = [0]
 
@@ -257,6 +264,14 @@ def summarise(raw: Path, top: int = 12) -> None:
         print(f"  incl {n / total:6.1%}  {name}")
 
 
+def _names(kind: str) -> tuple[str, str]:
+    if kind == "health":
+        return "Health.Check", "baseline: no database, none of our interceptors"
+    if kind == "id":
+        return "GetCampaign", "random id"
+    return "ListCampaigns", f"ordering {kind}" if kind in ORDERINGS else f"{kind} filter"
+
+
 def bench_unary(
     pool: cf.ProcessPoolExecutor,
     procs: int,
@@ -266,7 +281,7 @@ def bench_unary(
 ) -> None:
     head = "RPC | scenario | concurrency | calls/s | p50 ms | p99 ms | errors | server CPU ms/call"
     print(f"\n| {head} |\n|{'---|' * 8}")
-    for kind in args.only or ["id", "organization", "status", "search", *ORDERINGS]:
+    for kind in args.only or ["health", "id", "organization", "status", "search", *ORDERINGS]:
         for conc in args.concurrency:
             n = min(procs, conc)
             start = time.time() + 0.5
@@ -284,9 +299,9 @@ def bench_unary(
             cpu = _cpu_seconds(server_pid) - cpu  # the idle 0.5 s before the start is noise
             if spy is not None:
                 spy.wait(30)
-            label = f"ordering {kind}" if kind in ORDERINGS else f"{kind} filter"
+            rpc, label = _names(kind)
             print(
-                f"| {'GetCampaign' if kind == 'id' else 'ListCampaigns'} | {label} | {conc} | "
+                f"| {rpc} | {label} | {conc} | "
                 f"{len(lat) / args.duration:,.0f} | {_pct(lat, 0.5):.1f} | {_pct(lat, 0.99):.1f} "
                 f"| {errs} | {cpu * 1000 / max(1, len(lat) + errs):.2f} |",
                 flush=True,
@@ -370,7 +385,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        help="scenarios: id organization status search or an ordering such as -created",
+        help="scenarios: health id organization status search or an ordering (-created...)",
     )
     parser.add_argument("--profile", help="directory for py-spy profiles of the c=16 cells")
     parser.add_argument("--no-watch", action="store_true", help="skip the watcher part")
