@@ -277,12 +277,24 @@ class RunningWorker:
         return "worker log (tail):\n" + self.log.read_text(errors="replace")[-8000:]
 
 
+def forget_dead_scheduler(redis_url: str, queue_name: str) -> None:
+    """A scheduler killed by an earlier test (the fault tests kill them) holds the queue's
+    lock for a minute more: a new worker's scheduler could not take it, and scheduled jobs
+    (kickoffs, retries) would wait for the lock to expire."""
+    with Redis.from_url(redis_url, decode_responses=True) as connection:
+        name = connection.get(f"rq:scheduler-lock:{queue_name}")
+        pid = int(connection.hget(f"rq:scheduler:{name}", "pid") or 0) if name else 0
+        if name and not (pid and Path(f"/proc/{pid}").exists()):
+            connection.delete(f"rq:scheduler-lock:{queue_name}")
+
+
 @contextmanager
 def start_worker(*, database_url: str, redis_url: str, queue_name: str, repo_root: Path,
                  log_dir: Path, env: dict[str, str]) -> Iterator[RunningWorker]:
     """`python -m jobs` on the test database and Redis; ready once RQ lists it and its
     scheduler holds the queue's lock (a scheduled job would otherwise wait for the sweep)."""
     log = log_dir / "worker.log"
+    forget_dead_scheduler(redis_url, queue_name)
     full_env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                 "CAMPAIGNS_QUEUE": queue_name, "SWEEP_INTERVAL": "1",
                 "RETRY_BASE_SECONDS": "0.2", "OUTBOX_DIR": str(log_dir / "outbox"), **env}

@@ -145,20 +145,9 @@ class Workers:
             env={**self.env, **env}))
 
 
-def _forget_dead_scheduler(redis_url: str, queue_name: str) -> None:
-    """A scheduler killed by an earlier test holds the queue's lock for a minute more; a
-    test that needs to know who holds it starts without that leftover."""
-    with Redis.from_url(redis_url, decode_responses=True) as connection:
-        name = connection.get(f"rq:scheduler-lock:{queue_name}")
-        pid = int(connection.hget(f"rq:scheduler:{name}", "pid") or 0) if name else 0
-        if name and not (pid and Path(f"/proc/{pid}").exists()):
-            connection.delete(f"rq:scheduler-lock:{queue_name}")
-
-
 @pytest.fixture
 def workers(app, database_url, redis_url, settings, repo_root, smtp, tmp_path
             ) -> Iterator[Workers]:
-    _forget_dead_scheduler(redis_url, settings.queue_name)
     with ExitStack() as stack:
         yield Workers(stack, database_url, redis_url, settings.queue_name, repo_root,
                       {**smtp.env(), **FAST}, tmp_path)

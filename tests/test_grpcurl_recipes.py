@@ -28,6 +28,7 @@ from rq import Queue, Worker
 
 from campaigns.v1 import audience_service_pb2 as apb
 from server.app import SERVICES
+from tests.delivery_fixtures import forget_dead_scheduler
 
 README_ADDRESS = "127.0.0.1:50051"
 DATA = re.compile(r"-d '([^']*)'")
@@ -90,6 +91,7 @@ def worker(app, database_url, redis_url, settings, repo_root, tmp_path_factory
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
            "CAMPAIGNS_QUEUE": settings.queue_name, "SMS_PROVIDER": "outbox",
            "EMAIL_PROVIDER": "outbox", "OUTBOX_DIR": str(directory / "outbox")}
+    forget_dead_scheduler(redis_url, settings.queue_name)
     with open(directory / "worker.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "jobs"], cwd=repo_root, env=env,
                                 stdout=log, stderr=log)

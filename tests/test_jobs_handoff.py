@@ -30,7 +30,7 @@ from jobs import context, kickoff
 from jobs.dispatch import kickoff_job_id
 from server.db import release_connection, write_transaction
 from server.models import Campaign, utcnow
-from tests.delivery_fixtures import stop_process
+from tests.delivery_fixtures import forget_dead_scheduler, stop_process
 from tests.helpers import future, make_campaign, make_edition, ts
 
 SCHEDULED = campaign_pb2.CAMPAIGN_STATUS_SCHEDULED
@@ -72,13 +72,17 @@ def worker(app, database_url, redis_url, settings, repo_root, rq_redis, tmp_path
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
            "CAMPAIGNS_QUEUE": settings.queue_name, "SMS_PROVIDER": "outbox",
            "OUTBOX_DIR": str(outbox)}
+    forget_dead_scheduler(redis_url, settings.queue_name)
     with open(log, "wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "jobs"], cwd=repo_root, env=env,
                                 stdout=sink, stderr=sink)
     running = RunningWorker(proc, log, outbox)
     queue = Queue(settings.queue_name, connection=rq_redis)
     try:
-        ready = wait_until(lambda: proc.poll() is not None or bool(Worker.all(queue=queue)), 20)
+        # Listed, and a scheduler holds the queue's lock (scheduled kickoffs need one).
+        lock = f"rq:scheduler-lock:{settings.queue_name}"
+        ready = wait_until(lambda: proc.poll() is not None or (
+            bool(Worker.all(queue=queue)) and bool(rq_redis.exists(lock))), 20)
         assert ready and proc.poll() is None, running.output()
         yield running
     finally:
