@@ -135,7 +135,9 @@ class Sender:
             if _status(self.campaign.id) == Status.CANCELLED:
                 ledger.skip_pending(self.campaign.id, SkipReason.CANCELLED)
             return []
-        return claims.take(self.campaign.id, self.owner, limit, self.settings.lease_seconds)
+        group = claims.take(self.campaign.id, self.owner, limit, self.settings.lease_seconds)
+        self.limiter.give_back(limit - len(group))
+        return group
 
     def start_group(self, group: list[tuple[claims.Claimed, claims.Recipient]]) -> InFlight:
         """Render the group and queue its sends."""
