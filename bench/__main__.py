@@ -36,6 +36,7 @@ RUNS = [
     ),
     ["bench.send_job", "--recipients", n(50_000), "--database", "postgres"],
     ["bench.rpc", "--database", "postgres", "--campaigns", n(100_000)],
+    ["bench.grpc_floor"],
     *(
         ["bench.load", "--seconds", seconds(60), "--recipients", n(30_000), "--database", db]
         for db in ("sqlite", "postgres")
