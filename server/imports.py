@@ -4,6 +4,8 @@ refused rows reported with their index and field, and an earlier unsubscribe nev
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import logging
 import math
@@ -13,14 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import email_validator
-import peewee as pw
 import phonenumbers
 
-from server import tenancy
+from server import tenancy, user_upserts
 from server.config import MAX_ATTRIBUTES_BYTES
-from server.db import tuples, write_transaction
+from server.db import write_transaction
 from server.editions import edition_of
-from server.models import Edition, User, UserEdition, utcnow
+from server.models import Edition, utcnow
+from server.user_upserts import ATTRIBUTES_JSON, IMPORTED
 from server.validation import NUL_MESSAGE, Violations, has_nul, invalid
 
 log = logging.getLogger(__name__)
@@ -28,16 +30,6 @@ log = logging.getLogger(__name__)
 CHUNK = 1000
 MAX_REJECTIONS = 1000
 _TEXT_LIMITS = {"external_id": 255, "first_name": 255, "last_name": 255, "language": 35}
-IMPORTED = (
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "language",
-    "attributes",
-    "email_consent",
-    "sms_consent",
-)
 
 
 @dataclass(frozen=True)
@@ -75,6 +67,23 @@ class ImportResult:
         self.rejected += 1
         if len(self.rejections) < MAX_REJECTIONS:
             self.rejections.append(rejection)
+
+
+def _cache_email_domain_checks() -> None:
+    """email-validator checks each address's domain (IDNA, special-use names) afresh: half its
+    time per address (py-spy, bench/import_users.py), though a million-row import holds a few
+    thousand domains at most. The check is a pure function of its arguments, so it is memoised
+    where validate_email looks it up; a refused domain raises, which lru_cache never stores."""
+    try:
+        module: Any = importlib.import_module("email_validator.validate_email")
+    except ImportError:  # another layout of the library: no cache, the same answers
+        return
+    check = getattr(module, "validate_email_domain_name", None)
+    if check is not None and not hasattr(check, "cache_info"):  # once per process
+        module.validate_email_domain_name = functools.lru_cache(maxsize=4096)(check)
+
+
+_cache_email_domain_checks()
 
 
 def normalise_email(value: str) -> str:
@@ -117,17 +126,26 @@ def _unstorable(value: Any) -> str | None:
     return next((p for p in map(_unstorable, items) if p is not None), None)
 
 
-def _attributes_problem(attributes: dict[str, Any]) -> str | None:
+def _attributes_json(attributes: dict[str, Any]) -> tuple[str, str | None]:
+    """The attributes as compact JSON, or ("", problem) when they cannot be stored."""
     if not attributes:
-        return None
-    problem = _unstorable(attributes)
-    if problem is not None:
-        return problem
+        return "{}", None
+    try:
+        # One C-speed pass both serialises and proves the common case clean: it refuses
+        # non-finite numbers, and a NUL can only come out as the escape \u0000.
+        text = json.dumps(attributes, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError):
+        text = ""
+    if not text or "\\u0000" in text:  # a problem, or maybe one: the walk names it
+        problem = _unstorable(attributes)
+        if problem is not None:
+            return "", problem
+        text = json.dumps(attributes, separators=(",", ":"), ensure_ascii=False)
     # Bounded because segments (CEL) and templates (Jinja2) iterate over them per user.
-    size = len(json.dumps(attributes, separators=(",", ":"), ensure_ascii=False).encode())
+    size = len(text.encode())
     if size > MAX_ATTRIBUTES_BYTES:
-        return f"must be at most {MAX_ATTRIBUTES_BYTES} bytes as JSON, got {size}"
-    return None
+        return "", f"must be at most {MAX_ATTRIBUTES_BYTES} bytes as JSON, got {size}"
+    return text, None
 
 
 def _clean(row: UserInput, region: str | None) -> tuple[dict[str, Any], tuple[str, str] | None]:
@@ -140,10 +158,11 @@ def _clean(row: UserInput, region: str | None) -> tuple[dict[str, Any], tuple[st
     for name in ("external_id", "email", "phone", "first_name", "last_name", "language"):
         if has_nul(getattr(row, name)):
             return {}, (name, NUL_MESSAGE)
-    problem = _attributes_problem(row.attributes)
+    attributes_json, problem = _attributes_json(row.attributes)
     if problem is not None:
         return {}, ("attributes", problem)
     values = {name: getattr(row, name) for name in IMPORTED}
+    values[ATTRIBUTES_JSON] = attributes_json
     values["external_id"] = row.external_id.strip()
     try:
         values["email"] = normalise_email(row.email.strip()) if row.email.strip() else ""
@@ -220,48 +239,16 @@ class Importer:
 
     def _upsert(self, chunk: list[tuple[dict[str, Any], tuple[int, ...]]]) -> None:
         by_key = {values["external_id"]: (values, editions) for values, editions in chunk}
-        now = utcnow()
-        rows = [
-            dict(v, organization_id=self.organization_id, created=now, modified=now, erased_at=None)
-            for v, _ in by_key.values()
-        ]
-        with write_transaction():
-            existing = self._existing(list(by_key))
-            User.insert_many(rows).on_conflict(
-                conflict_target=[User.organization_id, User.external_id],
-                preserve=[*(getattr(User, n) for n in IMPORTED), User.modified, User.erased_at],
-                # An unsubscribe recorded here is never undone by an import.
-                update={
-                    User.email_unsubscribed: User.email_unsubscribed
-                    | pw.EXCLUDED.email_unsubscribed,
-                    User.sms_unsubscribed: User.sms_unsubscribed | pw.EXCLUDED.sms_unsubscribed,
-                },
-            ).as_rowcount().execute()  # not RETURNING a thousand ids nobody reads
-            self._join_editions(by_key)
-        self.result.updated += len(existing)
-        self.result.created += len(by_key) - len(existing)
-
-    def _existing(self, keys: list[str]) -> set[str]:
-        query = User.select(User.external_id).where(
-            (User.organization_id == self.organization_id) & User.external_id.in_(keys)
-        )
-        return {row.external_id for row in query}
-
-    def _join_editions(self, by_key: dict[str, tuple[dict[str, Any], tuple[int, ...]]]) -> None:
-        ids: dict[str, int] = dict(
-            tuples(
-                User.select(User.external_id, User.id).where(
-                    (User.organization_id == self.organization_id)
-                    & User.external_id.in_(list(by_key))
-                )
-            )
-        )
         base = (self.edition.id,) if self.edition else ()
-        pairs = {(ids[key], e) for key, (_, extra) in by_key.items() for e in (*base, *extra)}
-        if pairs:
-            UserEdition.insert_many(
-                [{"user": u, "edition": e} for u, e in pairs]
-            ).on_conflict_ignore().as_rowcount().execute()
+        with write_transaction():
+            ids, created = user_upserts.upsert(
+                self.organization_id, [values for values, _ in by_key.values()], utcnow()
+            )
+            user_upserts.add_memberships(
+                {(ids[key], e) for key, (_, extra) in by_key.items() for e in (*base, *extra)}
+            )
+        self.result.created += created
+        self.result.updated += len(by_key) - created
 
     def log_progress(self) -> None:
         rate = self.index / max(time.monotonic() - self.started, 1e-6)
