@@ -20,7 +20,7 @@ from psycopg2.extras import execute_values
 from jobs.claims import Claimed
 from jobs.providers import Outcome, SendResult
 from server.config import DeliverySettings
-from server.db import database, is_postgres, write_transaction
+from server.db import database, is_postgres, sql_literals, write_transaction
 from server.models import Campaign, DeliveryStatus, utcnow
 
 # (id, provider_message_id, last_error, next_attempt_at, sent_at, attempts spent)
@@ -120,18 +120,14 @@ def _classify(
 
 def _record_postgres(campaign_id: int, owner: str, groups: dict[str, list[Row]]) -> Tally:
     """One round trip for the whole group."""
-    cursor = database.cursor()
     # execute_values wants exactly one %s (the VALUES list): bind the rest beforehand.
-    fixed = {
-        key: cursor.mogrify("%s", (value,)).decode()
-        for key, value in (("now", utcnow()), ("owner", owner), ("campaign", campaign_id))
-    }
+    now, held_by, campaign = sql_literals(utcnow(), owner, campaign_id)
     rows = [(r[0], kind, KINDS[kind], *r[1:]) for kind, group in groups.items() for r in group]
     if not rows:
         return Tally()
     counts = execute_values(
-        cursor,
-        _PG_RECORD.format(**fixed),
+        database.cursor(),
+        _PG_RECORD.format(now=now, owner=held_by, campaign=campaign),
         rows,
         template="(%s, %s, %s, %s, %s, %s::timestamp, %s::timestamp, %s::int)",
         fetch=True,

@@ -156,6 +156,14 @@ def write_transaction() -> AbstractContextManager[Any]:
     return database.atomic()
 
 
+def sql_literals(*values: Any) -> list[str]:
+    """PostgreSQL: each value quoted as an SQL literal by the driver, with `%` doubled: for the
+    fixed parts of a statement psycopg2 formats once more (`execute_values`' query and row
+    template), where a lone `%` would be taken for a placeholder."""
+    with peewee.__exception_wrapper__, database.cursor() as cursor:  # type: ignore[attr-defined]
+        return [cursor.mogrify("%s", (v,)).decode().replace("%", "%%") for v in values]
+
+
 def tuples(query: Any) -> list[tuple[Any, ...]]:
     """A query's rows as plain tuples (peewee's stubs type `.tuples()` as model rows)."""
     return list(query.tuples())

@@ -20,7 +20,7 @@ from typing import Any
 import peewee as pw
 from psycopg2.extras import execute_values
 
-from server.db import database, is_postgres, tuples
+from server.db import database, is_postgres, sql_literals, tuples
 from server.models import User, UserEdition
 
 # The columns an import sets; a re-import overwrites them (unsubscribes aside, see below).
@@ -110,18 +110,12 @@ def _upsert_postgres(
     # The chunk's constant columns are rendered once into the row template rather than once
     # per row: psycopg2 adapts a datetime slowly, a third of rendering the VALUES list.
     # erased_at is NULL: re-importing an erased user's external_id makes them current again.
-    constants = _literals(organization_id, now)
+    constants = sql_literals(organization_id, now)
     per_row = ", ".join(["%s"] * len(_ROW_COLUMNS))
     template = f"({constants[0]}, {per_row}, NULL, {constants[1]}, {constants[1]})"
     returned = _execute_values(_UPSERT_SQL, values, template, fetch=True)
     ids = {external_id: user_id for external_id, user_id, _ in returned}
     return ids, sum(1 for *_, inserted in returned if inserted)
-
-
-def _literals(*values: Any) -> list[str]:
-    """Each value as an SQL literal, escaped for use inside a psycopg2 query template."""
-    with pw.__exception_wrapper__, database.cursor() as cursor:  # type: ignore[attr-defined]
-        return [cursor.mogrify("%s", (v,)).decode().replace("%", "%%") for v in values]
 
 
 def _execute_values(
