@@ -23,7 +23,7 @@ NODE_CHECK := command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 
 help:
 	@echo "make run      install and start gRPC server + RQ worker (with scheduler) + Redis"
 	@echo "make test     install and run the whole test suite (SQLite and PostgreSQL)"
-	@echo "make lint     ruff, mypy, buf lint/format/breaking, generated-code drift"
+	@echo "make lint     ruff (check, format), mypy, import contracts, buf, generated-code drift"
 	@echo "make generate regenerate Python and TypeScript code from proto/"
 	@echo "make release-contract  record proto/ as the released contract ($(RELEASED))"
 	@echo "make bench    run the benchmarks (results in BENCHMARKS.md)"
@@ -63,14 +63,16 @@ test-typescript: $(STAMP) $(TS_STAMP) check-generated-typescript
 	cd $(TS_DIR) && npm run --silent build && node --test dist/test/*.test.js
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server jobs scripts tests $(CLIENT)
+	$(VENV)/bin/ruff check server jobs scripts tests bench $(CLIENT)
+	$(VENV)/bin/ruff format --check server jobs scripts tests bench $(CLIENT)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	cd proto && ../$(VENV)/bin/buf lint && ../$(VENV)/bin/buf format -d --exit-code
 	cd proto && ../$(VENV)/bin/buf breaking --against ../$(RELEASED)
 	$(MAKE) check-generated
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format server jobs scripts tests $(CLIENT)
+	$(VENV)/bin/ruff format server jobs scripts tests bench $(CLIENT)
 	cd proto && ../$(VENV)/bin/buf format -w
 
 generate: $(STAMP) generate-typescript

@@ -30,8 +30,10 @@ RUNS = [
     ["bench.import_users", "--users", n(100_000), "--database", "sqlite"],
     ["bench.import_users", "--users", n(1_000_000), "--database", "postgres"],
     *(
-        [*("bench.delivery", "--recipients", n(1_000_000), "--channel", channel),
-         *("--database", "postgres", "--workers", "1", "2")]
+        [
+            *("bench.delivery", "--recipients", n(1_000_000), "--channel", channel),
+            *("--database", "postgres", "--workers", "1", "2"),
+        ]
         for channel in ("email", "sms")
     ),
     ["bench.send_job", "--recipients", n(50_000), "--database", "postgres"],

@@ -44,8 +44,8 @@ from campaigns.v1 import email_message_service_pb2 as epb
 from scripts import localredis
 from server.app import build
 from server.config import Settings
-from server.db import database, is_postgres
-from server.models import User, utcnow
+from server.store.db import database, is_postgres
+from server.store.models import User, utcnow
 
 ORG = 4242
 RAW_MESSAGES = 20_000

@@ -32,7 +32,7 @@ from campaigns.v1 import audience_service_pb2_grpc, edition_pb2, user_pb2
 from scripts import localredis
 from server.app import build
 from server.config import Settings
-from server.db import database
+from server.store.db import database
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 FIRST = ("Ana", "Mads", "Freja", "Oliver", "Ida", "Noah", "Emma", "Lucas", "Sofie", "Ærling")

@@ -47,7 +47,7 @@ from bench.sinks import _wait_for, start_smtp_sink
 from campaigns.v1 import campaign_service_pb2 as cpb
 from campaigns.v1 import campaign_service_pb2_grpc as cgrpc
 from scripts import localredis
-from server.auth import digest
+from server.security.bearer_tokens import digest
 
 ORG = 8008
 
@@ -63,16 +63,27 @@ def start_sink() -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def environments(tmp: Path, url: str, redis_url: str, smtp_port: int
-                 ) -> tuple[dict[str, str], dict[str, str]]:
+def environments(
+    tmp: Path, url: str, redis_url: str, smtp_port: int
+) -> tuple[dict[str, str], dict[str, str]]:
     """(server, worker) environments: tokens required, no DEV_MODE."""
     base = {k: v for k, v in os.environ.items() if k not in ("DEV_MODE", "AUTH_TOKENS_FILE")}
-    base |= {"DATABASE_URL": url, "REDIS_URL": redis_url, "TRACKING_SECRET": uuid.uuid4().hex,
-             "OUTBOX_DIR": str(tmp / "outbox")}
-    server = base | {"GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(localredis.free_port()),
-                     "AUTH_TOKENS_FILE": str(tmp / "tokens.json")}
-    worker = base | {"EMAIL_PROVIDER": "smtp", "SMTP_HOST": "127.0.0.1",
-                     "SMTP_PORT": str(smtp_port)}
+    base |= {
+        "DATABASE_URL": url,
+        "REDIS_URL": redis_url,
+        "TRACKING_SECRET": uuid.uuid4().hex,
+        "OUTBOX_DIR": str(tmp / "outbox"),
+    }
+    server = base | {
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(localredis.free_port()),
+        "AUTH_TOKENS_FILE": str(tmp / "tokens.json"),
+    }
+    worker = base | {
+        "EMAIL_PROVIDER": "smtp",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(smtp_port),
+    }
     return server, worker
 
 
@@ -126,8 +137,15 @@ class Sampler(threading.Thread):
                     reply = stub.GetCampaign(request, metadata=self.world.metadata, timeout=5)
                     sent = reply.campaign.sent_count
                 worker = self.worker, *_descendants(self.worker)
-                self.samples.append(Sample(time.time(), _rss_kb(self.server),
-                                           _threads(self.server), sum(map(_rss_kb, worker)), sent))
+                self.samples.append(
+                    Sample(
+                        time.time(),
+                        _rss_kb(self.server),
+                        _threads(self.server),
+                        sum(map(_rss_kb, worker)),
+                        sent,
+                    )
+                )
 
 
 def watch_task(world: lc.World, count: int, hang_up_at: float) -> list[Watched]:
@@ -158,8 +176,9 @@ def watch_task(world: lc.World, count: int, hang_up_at: float) -> list[Watched]:
     return seen
 
 
-def run_load(args: argparse.Namespace, world: lc.World, sampler: Sampler
-             ) -> tuple[lc.Measured, list[Watched], float, float]:
+def run_load(
+    args: argparse.Namespace, world: lc.World, sampler: Sampler
+) -> tuple[lc.Measured, list[Watched], float, float]:
     """Callers and watchers in spawned processes, and SendCampaignNow on the main campaign
     when they start. What they measured, and the load's start and end times."""
     procs = args.processes
@@ -173,8 +192,10 @@ def run_load(args: argparse.Namespace, world: lc.World, sampler: Sampler
         time.sleep(max(0.0, start - time.time()))
         with grpc.insecure_channel(world.target) as channel:
             cgrpc.CampaignServiceStub(channel).SendCampaignNow(
-                cpb.SendCampaignNowRequest(id=world.campaign_id), metadata=world.metadata,
-                timeout=30)
+                cpb.SendCampaignNowRequest(id=world.campaign_id),
+                metadata=world.metadata,
+                timeout=30,
+            )
         sampler.start()
         return merge([f.result() for f in callers]), watchers.result(), start, end
 
@@ -183,17 +204,21 @@ def load_test(args: argparse.Namespace, tmp: Path, url: str, smtp_port: int) -> 
     """Redis, server and worker up; seed; run the load; wait for the campaign to finish."""
     redis_proc, redis_url = localredis.start(tmp / "redis")
     server_env, worker_env = environments(tmp, url, redis_url, smtp_port)
-    world = lc.World(f"127.0.0.1:{server_env['GRPC_PORT']}", write_tokens(tmp / "tokens.json"),
-                     ORG)
+    world = lc.World(f"127.0.0.1:{server_env['GRPC_PORT']}", write_tokens(tmp / "tokens.json"), ORG)
     logs = [tmp / "server.log", tmp / "worker.log"]
     try:
-        with spawn("server", server_env, logs[0]) as server, \
-                spawn("jobs", worker_env, logs[1]) as worker:
+        with (
+            spawn("server", server_env, logs[0]) as server,
+            spawn("jobs", worker_env, logs[1]) as worker,
+        ):
             wait_serving(world.target, server)
             world = seed(world, args.recipients)
-            print(f"{args.database}: {args.recipients:,} recipients, {args.callers} callers in "
-                  f"{args.processes} processes, {args.watchers} watchers, {args.seconds:.0f} s, "
-                  f"{os.cpu_count()} CPUs", flush=True)
+            print(
+                f"{args.database}: {args.recipients:,} recipients, {args.callers} callers in "
+                f"{args.processes} processes, {args.watchers} watchers, {args.seconds:.0f} s, "
+                f"{os.cpu_count()} CPUs",
+                flush=True,
+            )
             sampler = Sampler(world, server.pid, worker.pid)
             measured, watched, start, end = run_load(args, world, sampler)
             final = wait_final(world, world.campaign_id, args.finish_timeout)
@@ -206,8 +231,14 @@ def load_test(args: argparse.Namespace, tmp: Path, url: str, smtp_port: int) -> 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
-    for flag, default in (("seconds", 60.0), ("callers", 32), ("watchers", 50),
-                          ("recipients", 30_000), ("processes", 2), ("finish-timeout", 300.0)):
+    for flag, default in (
+        ("seconds", 60.0),
+        ("callers", 32),
+        ("watchers", 50),
+        ("recipients", 30_000),
+        ("processes", 2),
+        ("finish-timeout", 300.0),
+    ):
         parser.add_argument(f"--{flag}", type=type(default), default=default)
     return parser.parse_args()
 

@@ -119,15 +119,21 @@ def _in_a_day() -> timestamp_pb2.Timestamp:
 def users(prefix: str, count: int, **attributes: str) -> list[user_pb2.User]:
     out = []
     for i in range(count):
-        u = user_pb2.User(external_id=f"{prefix}{i}", email=f"{prefix}{i}@example.com",
-                          first_name=f"Ann{i}", last_name="Jensen", email_consent=True)
+        u = user_pb2.User(
+            external_id=f"{prefix}{i}",
+            email=f"{prefix}{i}@example.com",
+            first_name=f"Ann{i}",
+            last_name="Jensen",
+            email_consent=True,
+        )
         u.attributes.update(attributes)
         out.append(u)
     return out
 
 
-def import_stream(org: int, edition_id: int, batches: list[list[user_pb2.User]]
-                  ) -> Iterator[apb.ImportUsersRequest]:
+def import_stream(
+    org: int, edition_id: int, batches: list[list[user_pb2.User]]
+) -> Iterator[apb.ImportUsersRequest]:
     for batch in batches:
         yield apb.ImportUsersRequest(organization_id=org, edition_id=edition_id, users=batch)
 
@@ -153,11 +159,20 @@ class Caller:
             self.rec.add(name, time.perf_counter() - start, code)
 
     def run(self, until: float, send_now: Callable[[], bool]) -> None:
-        scenarios = (self.reads, self.campaign_cycle, self.segment_cycle, self.message_cycle,
-                     self.edition_cycle, self.events)
+        scenarios = (
+            self.reads,
+            self.campaign_cycle,
+            self.segment_cycle,
+            self.message_cycle,
+            self.edition_cycle,
+            self.events,
+        )
         while time.time() < until:  # reads weigh most; SendCampaignNow is paced per process
-            scenario = self.send_now if send_now() else self.rnd.choices(
-                scenarios, weights=(6, 3, 1, 2, 1, 2))[0]
+            scenario = (
+                self.send_now
+                if send_now()
+                else self.rnd.choices(scenarios, weights=(6, 3, 1, 2, 1, 2))[0]
+            )
             with contextlib.suppress(Failed):
                 scenario()
 
@@ -166,12 +181,18 @@ class Caller:
         self.call(self.c, "GetCampaign", cpb.GetCampaignRequest(id=w.campaign_id))
         self.call(self.c, "GetCampaignStats", cpb.GetCampaignStatsRequest(id=w.campaign_id))
         self.call(self.c, "ListCampaigns", self._list_campaigns())
-        self.call(self.d, "ListCampaignRecipients", dpb.ListCampaignRecipientsRequest(
-            campaign_id=w.campaign_id, status=rnd.choice(RECIPIENTS), page_size=50))
+        self.call(
+            self.d,
+            "ListCampaignRecipients",
+            dpb.ListCampaignRecipientsRequest(
+                campaign_id=w.campaign_id, status=rnd.choice(RECIPIENTS), page_size=50
+            ),
+        )
 
     def _list_campaigns(self) -> cpb.ListCampaignsRequest:
-        req = cpb.ListCampaignsRequest(organization_id=self.w.org, page_size=20,
-                                       ordering=self.rnd.choice(ORDERINGS))
+        req = cpb.ListCampaignsRequest(
+            organization_id=self.w.org, page_size=20, ordering=self.rnd.choice(ORDERINGS)
+        )
         kind = self.rnd.randrange(4)
         if kind == 0:
             req.status = self.rnd.choice(STATUSES)
@@ -184,78 +205,174 @@ class Caller:
     def campaign_cycle(self) -> None:
         """Create, read, rename, schedule, cancel and delete a throwaway email campaign."""
         w = self.w
-        made = self.call(self.c, "CreateCampaign", cpb.CreateCampaignRequest(
-            organization_id=w.org, edition_id=w.edition_id, segment_id=w.segment_id,
-            name=f"load {_rid()[:8]}", channel=cp.CHANNEL_EMAIL, email_message_id=w.message_id,
-            request_id=_rid())).campaign
+        made = self.call(
+            self.c,
+            "CreateCampaign",
+            cpb.CreateCampaignRequest(
+                organization_id=w.org,
+                edition_id=w.edition_id,
+                segment_id=w.segment_id,
+                name=f"load {_rid()[:8]}",
+                channel=cp.CHANNEL_EMAIL,
+                email_message_id=w.message_id,
+                request_id=_rid(),
+            ),
+        ).campaign
         self.call(self.c, "GetCampaign", cpb.GetCampaignRequest(id=made.id))
-        self.call(self.c, "UpdateCampaign", cpb.UpdateCampaignRequest(
-            id=made.id, campaign=cp.Campaign(name="load renamed"), update_mask=_mask("name"),
-            etag=made.etag))
-        self.call(self.c, "ScheduleCampaign", cpb.ScheduleCampaignRequest(
-            id=made.id, scheduled_at=_in_a_day(), request_id=_rid()))
-        self.call(self.c, "CancelCampaign", cpb.CancelCampaignRequest(id=made.id,
-                                                                      request_id=_rid()))
+        self.call(
+            self.c,
+            "UpdateCampaign",
+            cpb.UpdateCampaignRequest(
+                id=made.id,
+                campaign=cp.Campaign(name="load renamed"),
+                update_mask=_mask("name"),
+                etag=made.etag,
+            ),
+        )
+        self.call(
+            self.c,
+            "ScheduleCampaign",
+            cpb.ScheduleCampaignRequest(id=made.id, scheduled_at=_in_a_day(), request_id=_rid()),
+        )
+        self.call(
+            self.c, "CancelCampaign", cpb.CancelCampaignRequest(id=made.id, request_id=_rid())
+        )
         self.call(self.c, "DeleteCampaign", cpb.DeleteCampaignRequest(id=made.id))
 
     def send_now(self) -> None:
         """An SMS campaign to nobody, sent now: the worker calculates it and finishes it."""
         w = self.w
-        made = self.call(self.c, "CreateCampaign", cpb.CreateCampaignRequest(
-            organization_id=w.org, edition_id=w.edition_id, segment_id=w.empty_segment_id,
-            name="load send-now", channel=cp.CHANNEL_SMS, sms_body="Hi {{ user.first_name }}",
-            request_id=_rid())).campaign
-        self.call(self.c, "SendCampaignNow", cpb.SendCampaignNowRequest(id=made.id,
-                                                                        request_id=_rid()))
+        made = self.call(
+            self.c,
+            "CreateCampaign",
+            cpb.CreateCampaignRequest(
+                organization_id=w.org,
+                edition_id=w.edition_id,
+                segment_id=w.empty_segment_id,
+                name="load send-now",
+                channel=cp.CHANNEL_SMS,
+                sms_body="Hi {{ user.first_name }}",
+                request_id=_rid(),
+            ),
+        ).campaign
+        self.call(
+            self.c, "SendCampaignNow", cpb.SendCampaignNowRequest(id=made.id, request_id=_rid())
+        )
 
     def segment_cycle(self) -> None:
         w, expression = self.w, 'user.attributes.tier == "gold" && user.email_consent'
-        self.call(self.a, "ValidateSegmentExpression",
-                  apb.ValidateSegmentExpressionRequest(expression=expression))
-        made = self.call(self.a, "CreateSegment", apb.CreateSegmentRequest(
-            segment=segment_pb2.Segment(organization_id=w.org, edition_id=w.edition_id,
-                                        name="load", expression=expression))).segment
+        self.call(
+            self.a,
+            "ValidateSegmentExpression",
+            apb.ValidateSegmentExpressionRequest(expression=expression),
+        )
+        made = self.call(
+            self.a,
+            "CreateSegment",
+            apb.CreateSegmentRequest(
+                segment=segment_pb2.Segment(
+                    organization_id=w.org,
+                    edition_id=w.edition_id,
+                    name="load",
+                    expression=expression,
+                )
+            ),
+        ).segment
         self.call(self.a, "GetSegment", apb.GetSegmentRequest(id=made.id))
-        self.call(self.a, "UpdateSegment", apb.UpdateSegmentRequest(
-            id=made.id, segment=segment_pb2.Segment(name="load 2", expression="user.sms_consent"),
-            update_mask=_mask("name", "expression")))
-        self.call(self.a, "PreviewSegment", apb.PreviewSegmentRequest(segment_id=made.id,
-                                                                      sample_size=5))
-        self.call(self.a, "ListSegments", apb.ListSegmentsRequest(organization_id=w.org,
-                                                                  edition_id=w.edition_id))
+        self.call(
+            self.a,
+            "UpdateSegment",
+            apb.UpdateSegmentRequest(
+                id=made.id,
+                segment=segment_pb2.Segment(name="load 2", expression="user.sms_consent"),
+                update_mask=_mask("name", "expression"),
+            ),
+        )
+        self.call(
+            self.a, "PreviewSegment", apb.PreviewSegmentRequest(segment_id=made.id, sample_size=5)
+        )
+        self.call(
+            self.a,
+            "ListSegments",
+            apb.ListSegmentsRequest(organization_id=w.org, edition_id=w.edition_id),
+        )
         self.call(self.a, "DeleteSegment", apb.DeleteSegmentRequest(id=made.id))
 
     def message_cycle(self) -> None:
         w, user_id = self.w, self.rnd.choice(self.w.warm_user_ids)
-        made = self.call(self.e, "CreateEmailMessage", epb.CreateEmailMessageRequest(
-            email_message=email_message_pb2.EmailMessage(
-                organization_id=w.org, edition_id=w.edition_id, subject="Hi {{ user.first_name }}",
-                type=email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN, from_name="Festival",
-                from_email="news@festival.example", html_body=HTML))).email_message
+        made = self.call(
+            self.e,
+            "CreateEmailMessage",
+            epb.CreateEmailMessageRequest(
+                email_message=email_message_pb2.EmailMessage(
+                    organization_id=w.org,
+                    edition_id=w.edition_id,
+                    subject="Hi {{ user.first_name }}",
+                    type=email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN,
+                    from_name="Festival",
+                    from_email="news@festival.example",
+                    html_body=HTML,
+                )
+            ),
+        ).email_message
         self.call(self.e, "GetEmailMessage", epb.GetEmailMessageRequest(id=made.id))
-        self.call(self.e, "UpdateEmailMessage", epb.UpdateEmailMessageRequest(
-            id=made.id, email_message=email_message_pb2.EmailMessage(subject="Line-up is out"),
-            update_mask=_mask("subject")))
-        self.call(self.e, "PreviewEmailMessage", epb.PreviewEmailMessageRequest(
-            id=made.id, user_id=user_id))
-        self.call(self.e, "PreviewSmsMessage", epb.PreviewSmsMessageRequest(
-            body="Hi {{ user.first_name }}, tickets!", user_id=user_id, edition_id=w.edition_id))
-        self.call(self.e, "ListEmailMessages", epb.ListEmailMessagesRequest(
-            organization_id=w.org, type=email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN))
+        self.call(
+            self.e,
+            "UpdateEmailMessage",
+            epb.UpdateEmailMessageRequest(
+                id=made.id,
+                email_message=email_message_pb2.EmailMessage(subject="Line-up is out"),
+                update_mask=_mask("subject"),
+            ),
+        )
+        self.call(
+            self.e,
+            "PreviewEmailMessage",
+            epb.PreviewEmailMessageRequest(id=made.id, user_id=user_id),
+        )
+        self.call(
+            self.e,
+            "PreviewSmsMessage",
+            epb.PreviewSmsMessageRequest(
+                body="Hi {{ user.first_name }}, tickets!", user_id=user_id, edition_id=w.edition_id
+            ),
+        )
+        self.call(
+            self.e,
+            "ListEmailMessages",
+            epb.ListEmailMessagesRequest(
+                organization_id=w.org, type=email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN
+            ),
+        )
         self.call(self.e, "DeleteEmailMessage", epb.DeleteEmailMessageRequest(id=made.id))
 
     def edition_cycle(self) -> None:
         """A throwaway edition with a few imported users; one user is read and erased."""
         org = self.w.org
-        made = self.call(self.a, "CreateEdition", apb.CreateEditionRequest(
-            edition=edition_pb2.Edition(organization_id=org, name="load", timezone="UTC"))).edition
+        made = self.call(
+            self.a,
+            "CreateEdition",
+            apb.CreateEditionRequest(
+                edition=edition_pb2.Edition(organization_id=org, name="load", timezone="UTC")
+            ),
+        ).edition
         self.call(self.a, "GetEdition", apb.GetEditionRequest(id=made.id))
-        self.call(self.a, "UpdateEdition", apb.UpdateEditionRequest(
-            id=made.id, edition=edition_pb2.Edition(name="load 2"), update_mask=_mask("name")))
+        self.call(
+            self.a,
+            "UpdateEdition",
+            apb.UpdateEditionRequest(
+                id=made.id, edition=edition_pb2.Edition(name="load 2"), update_mask=_mask("name")
+            ),
+        )
         batches = [users(f"e{made.id}b{b}u", 5, tier="none") for b in range(2)]
         self.call(self.a, "ImportUsers", import_stream(org, made.id, batches))
-        listed = self.call(self.a, "ListUsers", apb.ListUsersRequest(
-            organization_id=org, edition_id=made.id, email_consent=True, page_size=10))
+        listed = self.call(
+            self.a,
+            "ListUsers",
+            apb.ListUsersRequest(
+                organization_id=org, edition_id=made.id, email_consent=True, page_size=10
+            ),
+        )
         victim = self.rnd.choice(listed.results).id
         self.call(self.a, "GetUser", apb.GetUserRequest(id=victim))
         self.call(self.a, "DeleteUser", apb.DeleteUserRequest(id=victim))
@@ -263,11 +380,19 @@ class Caller:
 
     def events(self) -> None:
         w = self.w
-        events = [dpb.DeliveryEvent(event_id=_rid(), type=self.rnd.choice(EVENTS),
-                                    campaign_id=w.warm_campaign_id, url=LINEUP,
-                                    user_id=self.rnd.choice(w.warm_user_ids)) for _ in range(5)]
-        reply = self.call(self.d, "RecordDeliveryEvents",
-                          dpb.RecordDeliveryEventsRequest(events=events))
+        events = [
+            dpb.DeliveryEvent(
+                event_id=_rid(),
+                type=self.rnd.choice(EVENTS),
+                campaign_id=w.warm_campaign_id,
+                url=LINEUP,
+                user_id=self.rnd.choice(w.warm_user_ids),
+            )
+            for _ in range(5)
+        ]
+        reply = self.call(
+            self.d, "RecordDeliveryEvents", dpb.RecordDeliveryEventsRequest(events=events)
+        )
         if reply.rejected:
             self.rec.flag("RecordDeliveryEvents", "REJECTED_EVENTS")
 

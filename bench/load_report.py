@@ -63,8 +63,10 @@ def rpc_table(measured: lc.Measured, watched: list[Watched], seconds: float) -> 
     print(f"\n| RPC | calls | calls/s | p50 ms | p99 ms | not OK (code: count) |\n|{'---|' * 6}")
     rows = {name: measured.get(name, ([], Counter())) for name in sorted(lc.all_methods())}
     # A stream's latency is its whole life: watchers get calls and codes only.
-    rows["WatchCampaignStats"] = ([], Counter(
-        "OK" if w.code in ("OK", "CANCELLED") else w.code for w in watched))
+    rows["WatchCampaignStats"] = (
+        [],
+        Counter("OK" if w.code in ("OK", "CANCELLED") else w.code for w in watched),
+    )
     unexpected = 0
     for name, (latencies, codes) in rows.items():
         calls = len(latencies) or sum(codes.values())
@@ -87,25 +89,28 @@ def watch_table(watched: list[Watched]) -> bool:
     counts = [len(w.updates) for w in watched]
     ended = sum(w.final for w in watched)
     cancelled = sum(w.code == "CANCELLED" for w in watched)
-    print(f"\n| watchers | updates | min per watcher | max gap s | max gap while sending s | "
-          f"ended with final | hung up by us |\n|{'---|' * 7}\n| {len(watched)} | "
-          f"{sum(counts):,} | {min(counts, default=0)} | {gap:.2f} | {gap_sending:.2f} | "
-          f"{ended} | {cancelled} |")
+    print(
+        f"\n| watchers | updates | min per watcher | max gap s | max gap while sending s | "
+        f"ended with final | hung up by us |\n|{'---|' * 7}\n| {len(watched)} | "
+        f"{sum(counts):,} | {min(counts, default=0)} | {gap:.2f} | {gap_sending:.2f} | "
+        f"{ended} | {cancelled} |"
+    )
     return ended == len(watched)
 
 
-def campaign_table(final: cp.Campaign, samples: list[Sample], end: float, recipients: int
-                   ) -> bool:
+def campaign_table(final: cp.Campaign, samples: list[Sample], end: float, recipients: int) -> bool:
     started = final.started_at.ToDatetime().timestamp() if final.HasField("started_at") else 0
     done = final.completed_at.ToDatetime().timestamp() if final.HasField("completed_at") else 0
     during = [s for s in samples if started < s.at <= end] if started else []
     rate_load = during[-1].sent / (during[-1].at - started) if during else float("nan")
     rate_all = final.sent_count / (done - started) if done > started else float("nan")
-    print(f"\n| recipients | status | sent | failed | msg/s during load | msg/s overall | "
-          f"sending s |\n|{'---|' * 7}\n| {recipients:,} | "
-          f"{cp.CampaignStatus.Name(final.status)} | {final.sent_count:,} | "
-          f"{final.failed_count:,} | {rate_load:,.0f} | {rate_all:,.0f} | "
-          f"{f'{done - started:.1f}' if done > started else 'not finished'} |")
+    print(
+        f"\n| recipients | status | sent | failed | msg/s during load | msg/s overall | "
+        f"sending s |\n|{'---|' * 7}\n| {recipients:,} | "
+        f"{cp.CampaignStatus.Name(final.status)} | {final.sent_count:,} | "
+        f"{final.failed_count:,} | {rate_load:,.0f} | {rate_all:,.0f} | "
+        f"{f'{done - started:.1f}' if done > started else 'not finished'} |"
+    )
     return final.status == cp.CAMPAIGN_STATUS_SENT
 
 
@@ -113,20 +118,26 @@ def memory_table(samples: list[Sample], start: float, end: float) -> bool:
     load = [s for s in samples if start <= s.at <= end] or samples
     first = [s for s in load if s.at <= load[0].at + WINDOW]
     last = [s for s in load if s.at >= load[-1].at - WINDOW]
-    print(f"\n| process | start MB | first 10 s peak | last 10 s peak | end | peak | growth |"
-          f"\n|{'---|' * 7}")
+    print(
+        f"\n| process | start MB | first 10 s peak | last 10 s peak | end | peak | growth |"
+        f"\n|{'---|' * 7}"
+    )
     growth = 0.0
     for name, key in (("server", "server_kb"), ("worker + job", "worker_kb")):
         peak_a, peak_b = (max(getattr(s, key) for s in part) for part in (first, last))
         change = peak_b / peak_a - 1 if peak_a else 0.0
         growth = change if name == "server" else growth
         mb = [getattr(s, key) / 1024 for s in (load[0], load[-1])]
-        print(f"| {name} | {mb[0]:.0f} | {peak_a / 1024:.0f} | {peak_b / 1024:.0f} | "
-              f"{mb[1]:.0f} | {max(getattr(s, key) for s in samples) / 1024:.0f} | "
-              f"{change:+.0%} |")
+        print(
+            f"| {name} | {mb[0]:.0f} | {peak_a / 1024:.0f} | {peak_b / 1024:.0f} | "
+            f"{mb[1]:.0f} | {max(getattr(s, key) for s in samples) / 1024:.0f} | "
+            f"{change:+.0%} |"
+        )
     threads = [s.threads for s in load]
-    print(f"\nserver threads: start {threads[0]}, peak {max(threads)}, end {threads[-1]}; "
-          f"memory gate: server growth {growth:+.0%} (limit +{GROWTH_LIMIT:.0%})")
+    print(
+        f"\nserver threads: start {threads[0]}, peak {max(threads)}, end {threads[-1]}; "
+        f"memory gate: server growth {growth:+.0%} (limit +{GROWTH_LIMIT:.0%})"
+    )
     return growth <= GROWTH_LIMIT
 
 
@@ -155,6 +166,9 @@ def report(out: Outcome, recipients: int) -> int:
         "memory bounded": memory_table(out.samples, out.start, out.end),
         "no errors logged": logged_errors(out.logs) == 0,
     }
-    print(f"\nunexpected outcomes: {unexpected}; " + ", ".join(
-        f"{name}: {'ok' if ok else 'FAILED'}" for name, ok in checks.items()), flush=True)
+    print(
+        f"\nunexpected outcomes: {unexpected}; "
+        + ", ".join(f"{name}: {'ok' if ok else 'FAILED'}" for name, ok in checks.items()),
+        flush=True,
+    )
     return 0 if all(checks.values()) else 1

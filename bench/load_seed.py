@@ -39,38 +39,60 @@ class Api:
         return getattr(stub, name)(request, metadata=self.world.metadata, timeout=120)
 
     def edition(self, name: str) -> int:
-        edition = edition_pb2.Edition(organization_id=self.world.org, name=name,
-                                      timezone="Europe/Copenhagen")
+        edition = edition_pb2.Edition(
+            organization_id=self.world.org, name=name, timezone="Europe/Copenhagen"
+        )
         reply = self(self.audience, "CreateEdition", apb.CreateEditionRequest(edition=edition))
         return int(reply.edition.id)
 
     def import_users(self, edition_id: int, prefix: str, count: int, tier: str) -> None:
         everyone = users(prefix, count, tier=tier)
         batches = [everyone[i : i + BATCH] for i in range(0, count, BATCH)]
-        reply = self(self.audience, "ImportUsers", import_stream(self.world.org, edition_id,
-                                                                 batches))
+        reply = self(
+            self.audience, "ImportUsers", import_stream(self.world.org, edition_id, batches)
+        )
         assert reply.created == count and not reply.rejected, reply
 
     def segment(self, edition_id: int, expression: str) -> int:
-        segment = segment_pb2.Segment(organization_id=self.world.org, edition_id=edition_id,
-                                      name=expression[:40], expression=expression)
+        segment = segment_pb2.Segment(
+            organization_id=self.world.org,
+            edition_id=edition_id,
+            name=expression[:40],
+            expression=expression,
+        )
         reply = self(self.audience, "CreateSegment", apb.CreateSegmentRequest(segment=segment))
         return int(reply.segment.id)
 
     def message(self, edition_id: int) -> int:
         message = email_message_pb2.EmailMessage(
-            organization_id=self.world.org, edition_id=edition_id,
+            organization_id=self.world.org,
+            edition_id=edition_id,
             type=email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN,
-            subject="Hi {{ user.first_name }}, the line-up is out", from_name="Festival",
-            from_email="news@festival.example", html_body=HTML)
-        reply = self(self.messages, "CreateEmailMessage",
-                     epb.CreateEmailMessageRequest(email_message=message))
+            subject="Hi {{ user.first_name }}, the line-up is out",
+            from_name="Festival",
+            from_email="news@festival.example",
+            html_body=HTML,
+        )
+        reply = self(
+            self.messages,
+            "CreateEmailMessage",
+            epb.CreateEmailMessageRequest(email_message=message),
+        )
         return int(reply.email_message.id)
 
     def campaign(self, name: str, edition_id: int, segment_id: int, message_id: int) -> int:
-        reply = self(self.campaigns, "CreateCampaign", cpb.CreateCampaignRequest(
-            organization_id=self.world.org, edition_id=edition_id, segment_id=segment_id,
-            name=name, channel=cp.CHANNEL_EMAIL, email_message_id=message_id))
+        reply = self(
+            self.campaigns,
+            "CreateCampaign",
+            cpb.CreateCampaignRequest(
+                organization_id=self.world.org,
+                edition_id=edition_id,
+                segment_id=segment_id,
+                name=name,
+                channel=cp.CHANNEL_EMAIL,
+                email_message_id=message_id,
+            ),
+        )
         return int(reply.campaign.id)
 
 
@@ -86,13 +108,22 @@ def seed(world: World, recipients: int) -> World:
         message = api.message(edition)
         warm = api.campaign("warm-up", warm_edition, api.segment(warm_edition, "true"), message)
         api(api.campaigns, "SendCampaignNow", cpb.SendCampaignNowRequest(id=warm))
-        listed = api(api.audience, "ListUsers", apb.ListUsersRequest(
-            organization_id=world.org, edition_id=warm_edition, page_size=WARM_USERS))
+        listed = api(
+            api.audience,
+            "ListUsers",
+            apb.ListUsersRequest(
+                organization_id=world.org, edition_id=warm_edition, page_size=WARM_USERS
+            ),
+        )
         world = replace(
-            world, edition_id=edition, message_id=message, warm_campaign_id=warm,
+            world,
+            edition_id=edition,
+            message_id=message,
+            warm_campaign_id=warm,
             segment_id=api.segment(edition, 'user.attributes.tier == "gold"'),
             empty_segment_id=api.segment(edition, 'user.attributes.tier == "nobody"'),
-            warm_user_ids=tuple(u.id for u in listed.results))
+            warm_user_ids=tuple(u.id for u in listed.results),
+        )
         main = api.campaign("main", edition, world.segment_id, message)
     assert wait_final(world, warm, 120).status == cp.CAMPAIGN_STATUS_SENT, "warm-up not sent"
     return replace(world, campaign_id=main)
@@ -104,8 +135,9 @@ def wait_final(world: World, campaign_id: int, timeout: float) -> cp.Campaign:
     with grpc.insecure_channel(world.target) as channel:
         stub = cgrpc.CampaignServiceStub(channel)
         while True:
-            campaign = stub.GetCampaign(cpb.GetCampaignRequest(id=campaign_id),
-                                        metadata=world.metadata, timeout=30).campaign
+            campaign = stub.GetCampaign(
+                cpb.GetCampaignRequest(id=campaign_id), metadata=world.metadata, timeout=30
+            ).campaign
             if campaign.status in FINAL or time.monotonic() > deadline:
                 return campaign
             time.sleep(0.5)

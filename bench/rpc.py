@@ -38,8 +38,8 @@ from campaigns.v1 import (
 from campaigns.v1 import campaign_pb2 as cp
 from campaigns.v1 import campaign_service_pb2 as cpb
 from scripts import localredis
-from server.db import database, open_database
-from server.models import Campaign, Delivery
+from server.store.db import database, open_database
+from server.store.models import Campaign, Delivery
 
 ORGS = (101, 102, 103, 104, 105)
 STATUSES = ("draft", "scheduled", "sent", "sent", "cancelled", "failed")

@@ -23,10 +23,10 @@ from collections.abc import Iterator
 
 import psycopg2
 
-from server import segment_engine
-from server.db import database, open_database
-from server.migrations import migrate
-from server.models import User, utcnow
+from server.audience.segments import engine
+from server.store.db import database, open_database
+from server.store.migrations import migrate
+from server.store.models import User, utcnow
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PUSHED = 'user.attributes.ticket_type == "vip" && "early-bird" in user.attributes.tags'
@@ -139,9 +139,9 @@ def _database(kind: str, admin_url: str) -> Iterator[None]:
 
 
 def _time_count(expression: str, org: int, users: int, batch_size: int) -> None:
-    compiled = segment_engine.compile_segment(expression)
+    compiled = engine.compile_segment(expression)
     start = time.perf_counter()
-    count, evaluated = segment_engine.count_matches(compiled, org, batch_size=batch_size)
+    count, evaluated = engine.count_matches(compiled, org, batch_size=batch_size)
     elapsed = time.perf_counter() - start
     print(f"\n{expression}\n  pushed down: {compiled.pushed_down or 'nothing'}")
     print(
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--admin-url", default=ADMIN_URL)
-    parser.add_argument("--batch-size", type=int, default=segment_engine.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=engine.DEFAULT_BATCH_SIZE)
     args = parser.parse_args()
     org = random.Random().randrange(1, 10**12)
     with _database(args.database, args.admin_url):

@@ -3,7 +3,7 @@
     python -m bench.send_job --recipients 20000 --database postgres [--profile out.prof]
 
 The end-to-end benchmark (`bench.delivery`) goes through RQ worker processes and is what the
-figures in BENCHMARKS.md come from; this one runs `jobs.delivery.send` directly, so a change
+figures in BENCHMARKS.md come from; this one runs `jobs.pipeline.send.send` directly, so a change
 to the send path can be measured in a minute and profiled with cProfile (`--profile`).
 """
 
@@ -24,12 +24,12 @@ from bench.sinks import start_smtp_sink
 from campaigns.v1 import campaign_service_pb2 as cpb
 from campaigns.v1 import campaign_service_pb2_grpc
 from jobs import context
-from jobs.calculate import calculate
-from jobs.delivery import send
+from jobs.pipeline.calculate import calculate
+from jobs.pipeline.send import send
 from scripts import localredis
 from server.app import build
 from server.config import Settings
-from server.models import Campaign
+from server.store.models import Campaign
 
 
 def _worker_env(url: str, redis_url: str, port: int, connections: int) -> None:

@@ -4,7 +4,7 @@
     python -m bench.tracking_http --database postgres --workers 2 --clients 16 --seconds 10
     python -m bench.tracking_http --database postgres --client wrk   # apt-get install wrk
 
-Starts `python -m server.tracking` (TRACKING_WORKERS gunicorn sync workers) on a fresh SQLite
+Starts `python -m server.http.tracking` (TRACKING_WORKERS gunicorn sync workers) on a fresh SQLite
 file or a throwaway PostgreSQL database, writes a sent campaign and its ledger straight through
 the models, then drives it for --seconds (after a 1 s warm-up) with --clients concurrent
 clients. Every request is a pixel fetch or a click redirect of a random recipient, and each
@@ -40,10 +40,10 @@ import httpx
 
 from bench.delivery import fresh_database
 from scripts.localredis import free_port
-from server.db import database, open_database
-from server.migrations import migrate
-from server.models import Campaign, Delivery, DeliveryEvent, Edition, utcnow
-from server.tokens import LinkMaker, TokenSigner
+from server.delivery.link_tokens import LinkMaker, TokenSigner
+from server.store.db import database, open_database
+from server.store.migrations import migrate
+from server.store.models import Campaign, Delivery, DeliveryEvent, Edition, utcnow
 
 ORG = 4343
 SECRET = "bench-tracking-secret"
@@ -101,7 +101,7 @@ def _start_server(url: str, port: int, workers: int, log: Path) -> subprocess.Po
     }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server.tracking"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "server.http.tracking"], env=env, stdout=out, stderr=out
         )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and proc.poll() is None:

@@ -21,10 +21,11 @@ import redis
 from redis.client import Pipeline
 from rq import Queue, Worker
 
-from jobs import context, sweep
+from jobs import context
+from jobs.pipeline import sweep
 from server import logs
 from server.config import WorkerSettings
-from server.migrations import migrate
+from server.store.migrations import migrate
 
 log = logging.getLogger("jobs.worker")
 
@@ -52,16 +53,17 @@ class CampaignWorker(Worker):
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # A worker that rode out an outage inside its dequeue loop would otherwise go on
         # unlisted (no `rq info`, no readiness checks) in a Redis that lost everything.
-        if pipeline is None and self.birth_date is not None and not self.connection.exists(
-            self.key
+        if (
+            pipeline is None
+            and self.birth_date is not None
+            and not self.connection.exists(self.key)
         ):
             log.warning("Redis lost this worker's registration; registering again")
             self.register_birth()
         super().heartbeat(timeout, pipeline)
 
 
-def _new_worker(queue: Queue, config: WorkerSettings, stopping: threading.Event
-                ) -> CampaignWorker:
+def _new_worker(queue: Queue, config: WorkerSettings, stopping: threading.Event) -> CampaignWorker:
     worker = CampaignWorker(
         [queue],
         stopping=stopping,
@@ -91,8 +93,9 @@ def _await_orphan(pid: int) -> None:
     and records its sends without Redis): let it finish, and reap it when it does."""
     if not pid:
         return
-    log.warning("a job is still running after the worker quit; letting it finish",
-                extra={"pid": pid})
+    log.warning(
+        "a job is still running after the worker quit; letting it finish", extra={"pid": pid}
+    )
 
     def reap() -> None:
         try:
@@ -113,8 +116,9 @@ def _stop_on_signals(stopping: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _wait_for_redis(connection: redis.Redis, url: str, retry: float,
-                    stopping: threading.Event) -> bool:
+def _wait_for_redis(
+    connection: redis.Redis, url: str, retry: float, stopping: threading.Event
+) -> bool:
     """Block until Redis answers a PING; False if asked to stop first."""
     started, warned = time.monotonic(), False
     while not stopping.is_set():
@@ -122,14 +126,18 @@ def _wait_for_redis(connection: redis.Redis, url: str, retry: float,
             connection.ping()
         except redis.exceptions.RedisError as exc:
             if not warned:
-                log.warning("cannot reach Redis; retrying until it answers (check REDIS_URL)",
-                            extra={"redis": url, "error": str(exc), "retry_seconds": retry})
+                log.warning(
+                    "cannot reach Redis; retrying until it answers (check REDIS_URL)",
+                    extra={"redis": url, "error": str(exc), "retry_seconds": retry},
+                )
                 warned = True
             stopping.wait(retry)
             continue
         if warned:
-            log.warning("Redis answers again; starting a fresh RQ worker",
-                        extra={"redis": url, "down_seconds": round(time.monotonic() - started, 1)})
+            log.warning(
+                "Redis answers again; starting a fresh RQ worker",
+                extra={"redis": url, "down_seconds": round(time.monotonic() - started, 1)},
+            )
         return True
     return False
 
@@ -152,8 +160,14 @@ def main() -> None:
     ).start()
     try:
         while not stopping.is_set():
-            log.info("worker starting", extra={"queue": queue.name, "redis": settings.redis_url,
-                                               "worker_ttl": config.worker_ttl})
+            log.info(
+                "worker starting",
+                extra={
+                    "queue": queue.name,
+                    "redis": settings.redis_url,
+                    "worker_ttl": config.worker_ttl,
+                },
+            )
             if _run(_new_worker(queue, config, stopping)):
                 return
             _stop_on_signals(stopping)

@@ -13,7 +13,7 @@ from redis import Redis
 from rq import Queue
 
 from server.config import DeliverySettings, Settings
-from server.db import open_database
+from server.store.db import open_database
 
 _opened_in: int | None = None
 
@@ -32,7 +32,7 @@ def ensure_database() -> None:
     global _opened_in
     if _opened_in != os.getpid():
         # Workers commit asynchronously; the one commit that must be durable (rows marked
-        # "sending" before the network call) says so itself (see jobs.claims.take).
+        # "sending" before the network call) says so itself (see server.store.leases.take).
         open_database(settings().database_url, settings().db_pool_size, async_commit=True)
         _opened_in = os.getpid()
 

@@ -50,7 +50,7 @@ def main() -> None:
     procs = [
         subprocess.Popen([sys.executable, "-m", "server"], env=env, cwd=ROOT),
         subprocess.Popen([sys.executable, "-m", "jobs"], env=env, cwd=ROOT),
-        subprocess.Popen([sys.executable, "-m", "server.tracking"], env=env, cwd=ROOT),
+        subprocess.Popen([sys.executable, "-m", "server.http.tracking"], env=env, cwd=ROOT),
     ]
     port = env.get("GRPC_PORT", "50051")
     print(

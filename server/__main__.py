@@ -12,8 +12,8 @@ import peewee
 from server import logs
 from server.app import build
 from server.config import Settings
-from server.db import DatabaseURLError
-from server.security import SecurityConfigError
+from server.security.transport import SecurityConfigError
+from server.store.db import DatabaseURLError
 
 GRACE_SECONDS = 10.0
 

@@ -21,20 +21,20 @@ from campaigns.v1 import (
     email_message_service_pb2_grpc,
 )
 from jobs.context import queue, redis_connection
-from jobs.dispatch import RQDispatcher
+from jobs.enqueue import RQDispatcher
+from server.campaigns.stats import read_stats
+from server.campaigns.watch import StatsHub
 from server.config import Settings
-from server.db import open_database, ping
-from server.health import HealthReporter
-from server.migrations import migrate
-from server.rpc.audience_servicer import AudienceServicer
 from server.rpc.auth import AuthInterceptor
-from server.rpc.campaign_servicer import CampaignServicer
-from server.rpc.delivery_servicer import DeliveryServicer
-from server.rpc.email_message_servicer import EmailMessageServicer
+from server.rpc.health import HealthReporter
 from server.rpc.interceptors import ServiceInterceptor
-from server.security import listen, server_credentials, token_registry
-from server.stats import read_stats
-from server.watch import StatsHub
+from server.rpc.servicers.audience import AudienceServicer
+from server.rpc.servicers.campaigns import CampaignServicer
+from server.rpc.servicers.delivery import DeliveryServicer
+from server.rpc.servicers.email_messages import EmailMessageServicer
+from server.security.transport import listen, server_credentials, token_registry
+from server.store.db import open_database, ping
+from server.store.migrations import migrate
 
 log = logging.getLogger(__name__)
 

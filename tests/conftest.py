@@ -51,7 +51,8 @@ def _admin() -> psycopg2.extensions.connection:
     except psycopg2.OperationalError as exc:
         pytest.exit(
             f"TEST_DATABASE=postgres but PostgreSQL at {ADMIN_URL} is unreachable: {exc}"
-            "\nstart PostgreSQL or set TEST_POSTGRES_URL", returncode=3,
+            "\nstart PostgreSQL or set TEST_POSTGRES_URL",
+            returncode=3,
         )
     conn.autocommit = True
     return conn
@@ -67,7 +68,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    from server.db import database
+    from server.store.db import database
 
     database.close_all() if hasattr(database.obj, "close_all") else None
     with admin.cursor() as cur:
@@ -78,9 +79,15 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_url: str) -> Settings:
     return Settings(
-        database_url=database_url, redis_url=redis_url, host="127.0.0.1", port=0,
-        queue_name=f"test-{uuid.uuid4().hex[:8]}", max_watchers=8, watch_interval=0.1,
-        unary_threads=16, dev_mode=True,
+        database_url=database_url,
+        redis_url=redis_url,
+        host="127.0.0.1",
+        port=0,
+        queue_name=f"test-{uuid.uuid4().hex[:8]}",
+        max_watchers=8,
+        watch_interval=0.1,
+        unary_threads=16,
+        dev_mode=True,
     )
 
 

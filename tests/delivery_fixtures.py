@@ -34,11 +34,14 @@ from rq import Queue, Worker
 from campaigns.v1 import audience_service_pb2 as apb
 from campaigns.v1 import campaign_pb2, user_pb2
 from campaigns.v1 import campaign_service_pb2 as cpb
-from server.db import release_connection
-from server.models import Campaign, Delivery
+from server.store.db import release_connection
+from server.store.models import Campaign, Delivery
 
-FINAL = {campaign_pb2.CAMPAIGN_STATUS_SENT, campaign_pb2.CAMPAIGN_STATUS_FAILED,
-         campaign_pb2.CAMPAIGN_STATUS_CANCELLED}
+FINAL = {
+    campaign_pb2.CAMPAIGN_STATUS_SENT,
+    campaign_pb2.CAMPAIGN_STATUS_FAILED,
+    campaign_pb2.CAMPAIGN_STATUS_CANCELLED,
+}
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
@@ -67,6 +70,7 @@ def free_port() -> int:
 
 
 # --- SMTP ------------------------------------------------------------------------------------
+
 
 @dataclass
 class Received:
@@ -106,15 +110,17 @@ class SmtpSink:
         """Take `seconds` to answer RCPT for `address` (other sessions go on meanwhile)."""
         self.delays[address.lower()] = seconds
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
-                          responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")  # before the last line
         return responses
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         key = address.lower()
         self.rcpt_started[key] = time.time()
         if key in self.delays:
@@ -131,8 +137,9 @@ class SmtpSink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                          message, time.time()))  # type: ignore[arg-type]
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), message, time.time())
+            )  # type: ignore[arg-type]
         return "250 Message accepted for delivery"
 
     def of_campaign(self, campaign_id: int) -> list[Received]:
@@ -160,6 +167,7 @@ class SmtpSink:
 
 
 # --- Twilio-compatible Messages API ----------------------------------------------------------
+
 
 @dataclass
 class Sms:
@@ -194,8 +202,9 @@ class FakeTwilio:
         self.rules[number] = (status, times)
 
     def answer(self, path: str, auth: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        expected = "Basic " + base64.b64encode(
-            f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        expected = (
+            "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        )
         if auth != expected:
             with self.lock:
                 self.unauthorised += 1
@@ -211,12 +220,14 @@ class FakeTwilio:
             return status, {"code": 20000 + status, "message": f"refused with {status}"}
         sid = "SM" + uuid.uuid4().hex
         with self.lock:
-            self.received.append(Sms(to, form.get("From", ""), form.get("Body", ""), sid,
-                                     time.time()))
+            self.received.append(
+                Sms(to, form.get("From", ""), form.get("Body", ""), sid, time.time())
+            )
         return 201, {"sid": sid, "status": "queued", "to": to, "body": form.get("Body", "")}
 
-    def respond(self, path: str, auth: str, form: dict[str, str]
-                ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def respond(
+        self, path: str, auth: str, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """The answer with extra headers: a hook for the fault fixtures (tests/fault_fixtures)."""
         return (*self.answer(path, auth, form), {})
 
@@ -237,11 +248,15 @@ class FakeTwilio:
                 raw = parse_qs(self.rfile.read(length).decode())
                 form = {key: values[0] for key, values in raw.items()}
                 status, payload, headers = fake.respond(
-                    self.path, self.headers.get("Authorization", ""), form)
+                    self.path, self.headers.get("Authorization", ""), form
+                )
                 body = json.dumps(payload).encode()
                 self.send_response(status)
-                for name, value in {**headers, "Content-Type": "application/json",
-                                    "Content-Length": str(len(body))}.items():
+                for name, value in {
+                    **headers,
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(body)),
+                }.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
@@ -261,12 +276,17 @@ class FakeTwilio:
             server.server_close()
 
     def env(self) -> dict[str, str]:
-        return {"SMS_PROVIDER": "twilio", "TWILIO_BASE_URL": f"http://127.0.0.1:{self.port}",
-                "TWILIO_ACCOUNT_SID": self.account_sid, "TWILIO_AUTH_TOKEN": self.auth_token,
-                "TWILIO_FROM": self.sender}
+        return {
+            "SMS_PROVIDER": "twilio",
+            "TWILIO_BASE_URL": f"http://127.0.0.1:{self.port}",
+            "TWILIO_ACCOUNT_SID": self.account_sid,
+            "TWILIO_AUTH_TOKEN": self.auth_token,
+            "TWILIO_FROM": self.sender,
+        }
 
 
 # --- the worker ------------------------------------------------------------------------------
+
 
 class RunningWorker:
     def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -289,22 +309,38 @@ def forget_dead_scheduler(redis_url: str, queue_name: str) -> None:
 
 
 @contextmanager
-def start_worker(*, database_url: str, redis_url: str, queue_name: str, repo_root: Path,
-                 log_dir: Path, env: dict[str, str]) -> Iterator[RunningWorker]:
+def start_worker(
+    *,
+    database_url: str,
+    redis_url: str,
+    queue_name: str,
+    repo_root: Path,
+    log_dir: Path,
+    env: dict[str, str],
+) -> Iterator[RunningWorker]:
     """`python -m jobs` on the test database and Redis; ready once RQ lists it and its
     scheduler holds the queue's lock (a scheduled job would otherwise wait for the sweep)."""
     log = log_dir / "worker.log"
     forget_dead_scheduler(redis_url, queue_name)
-    full_env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                "CAMPAIGNS_QUEUE": queue_name, "SWEEP_INTERVAL": "1",
-                "RETRY_BASE_SECONDS": "0.2", "OUTBOX_DIR": str(log_dir / "outbox"), **env}
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CAMPAIGNS_QUEUE": queue_name,
+        "SWEEP_INTERVAL": "1",
+        "RETRY_BASE_SECONDS": "0.2",
+        "OUTBOX_DIR": str(log_dir / "outbox"),
+        **env,
+    }
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "jobs"], cwd=repo_root, env=full_env,
-                                stdout=sink, stderr=sink)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs"], cwd=repo_root, env=full_env, stdout=sink, stderr=sink
+        )
     running = RunningWorker(proc, log)
     connection = Redis.from_url(redis_url)
     queue = Queue(queue_name, connection=connection)
     try:
+
         def ready() -> bool:
             mine = any(w.pid == proc.pid for w in Worker.all(queue=queue))
             return mine and bool(connection.exists(f"rq:scheduler-lock:{queue_name}"))
@@ -319,6 +355,7 @@ def start_worker(*, database_url: str, redis_url: str, queue_name: str, repo_roo
 
 # --- audience and campaigns -------------------------------------------------------------------
 
+
 def user(external_id: str, **fields: Any) -> user_pb2.User:
     attributes = fields.pop("attributes", None)
     out = user_pb2.User(external_id=external_id, **fields)
@@ -327,19 +364,24 @@ def user(external_id: str, **fields: Any) -> user_pb2.User:
     return out
 
 
-def import_users(audience: Any, org_id: int, edition_id: int, users: list[user_pb2.User]
-                 ) -> dict[str, int]:
+def import_users(
+    audience: Any, org_id: int, edition_id: int, users: list[user_pb2.User]
+) -> dict[str, int]:
     """ImportUsers as a client stream (batches of 10); external_id -> user id."""
-    requests = [apb.ImportUsersRequest(organization_id=org_id if i == 0 else 0,
-                                       edition_id=edition_id, users=users[i:i + 10])
-                for i in range(0, max(len(users), 1), 10)]
+    requests = [
+        apb.ImportUsersRequest(
+            organization_id=org_id if i == 0 else 0, edition_id=edition_id, users=users[i : i + 10]
+        )
+        for i in range(0, max(len(users), 1), 10)
+    ]
     result = audience.ImportUsers(iter(requests))
     assert (result.created, result.rejected) == (len(users), 0), result
     ids: dict[str, int] = {}
     page = 1
     while page:
-        listed = audience.ListUsers(apb.ListUsersRequest(organization_id=org_id, page=page,
-                                                         page_size=1000))
+        listed = audience.ListUsers(
+            apb.ListUsersRequest(organization_id=org_id, page=page, page_size=1000)
+        )
         ids.update({u.external_id: u.id for u in listed.results})
         page = listed.next_page
     return ids
@@ -349,10 +391,12 @@ def get(campaigns: Any, campaign_id: int) -> campaign_pb2.Campaign:
     return campaigns.GetCampaign(cpb.GetCampaignRequest(id=campaign_id)).campaign
 
 
-def wait_final(campaigns: Any, campaign_id: int, worker: RunningWorker, timeout: float = 20
-               ) -> campaign_pb2.Campaign:
+def wait_final(
+    campaigns: Any, campaign_id: int, worker: RunningWorker, timeout: float = 20
+) -> campaign_pb2.Campaign:
     assert wait_until(lambda: get(campaigns, campaign_id).status in FINAL, timeout, 0.1), (
-        f"campaign {campaign_id} is {get(campaigns, campaign_id)}\n{worker.output()}")
+        f"campaign {campaign_id} is {get(campaigns, campaign_id)}\n{worker.output()}"
+    )
     return get(campaigns, campaign_id)
 
 
@@ -363,8 +407,7 @@ def send_now(campaigns: Any, campaign_id: int) -> campaign_pb2.Campaign:
 def ledger(campaign_id: int) -> list[Delivery]:
     """The campaign's Delivery rows, read through the model."""
     try:
-        return list(Delivery.select().where(Delivery.campaign == campaign_id)
-                    .order_by(Delivery.id))
+        return list(Delivery.select().where(Delivery.campaign == campaign_id).order_by(Delivery.id))
     finally:
         release_connection()
 

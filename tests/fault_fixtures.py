@@ -15,8 +15,8 @@ from typing import Any
 
 from redis import Redis
 
-from jobs.circuit import key_for
-from server.models import Delivery
+from jobs.sending.circuit import key_for
+from server.store.models import Delivery
 from tests.delivery_fixtures import (
     FakeTwilio,
     RunningWorker,
@@ -62,8 +62,9 @@ class FaultySmtp(SmtpSink):
                 return str(burst[0])
         return None
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
         key = address.lower()
         with self.lock:
             reply = None if key in self.rules else self._fault_reply(key)
@@ -122,8 +123,9 @@ class FaultyTwilio(FakeTwilio):
                 return self.burst_status
         return 0
 
-    def respond(self, path: str, auth: str, form: dict[str, str]
-                ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def respond(
+        self, path: str, auth: str, form: dict[str, str]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         to = form.get("To", "")
         with self.lock:
             self.times[to].append(time.time())
@@ -149,8 +151,9 @@ def reset_circuit(redis_url: str, name: str) -> None:
         connection.close()
 
 
-def log_events(worker: RunningWorker, message: str, circuit: str, since: int = 0
-               ) -> list[dict[str, Any]]:
+def log_events(
+    worker: RunningWorker, message: str, circuit: str, since: int = 0
+) -> list[dict[str, Any]]:
     """The worker's JSON log lines with this message about this circuit, from byte `since`."""
     text = worker.log.read_bytes()[since:].decode(errors="replace")
     events = []

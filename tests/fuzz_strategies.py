@@ -107,9 +107,9 @@ NASTY = [
 
 def huge_strings() -> st.SearchStrategy[str]:
     """Long strings made by repeating a short seed: cheap to draw, up to ~100 KB."""
-    return st.tuples(
-        st.text(WEIRD_CHARS, min_size=1, max_size=4), st.integers(1_000, HUGE)
-    ).map(lambda pair: (pair[0] * (pair[1] // len(pair[0]) + 1))[: pair[1]])
+    return st.tuples(st.text(WEIRD_CHARS, min_size=1, max_size=4), st.integers(1_000, HUGE)).map(
+        lambda pair: (pair[0] * (pair[1] // len(pair[0]) + 1))[: pair[1]]
+    )
 
 
 def weird_strings() -> st.SearchStrategy[str]:
@@ -371,11 +371,13 @@ def _realistic_message(
             {"paths": st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True)}
         )
     if name == "google.protobuf.Struct":
-        attributes = st.fixed_dictionaries({
-            "vip": st.booleans(),
-            "tickets": st.integers(0, 5),
-            "tags": st.lists(st.sampled_from(["x", "y", "early-bird"]), max_size=3),
-        })
+        attributes = st.fixed_dictionaries(
+            {
+                "vip": st.booleans(),
+                "tickets": st.integers(0, 5),
+                "tags": st.lists(st.sampled_from(["x", "y", "early-bird"]), max_size=3),
+            }
+        )
         return attributes.map(StructDraft)
     if depth >= MAX_DEPTH:
         return None

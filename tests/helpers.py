@@ -38,34 +38,47 @@ def make_edition(audience: Any, org_id: int, tz: str = "Europe/Copenhagen") -> e
     return created
 
 
-def make_segment(audience: Any, edition: edition_pb2.Edition, expression: str = "true",
-                 name: str = "Everyone") -> segment_pb2.Segment:
-    segment = segment_pb2.Segment(organization_id=edition.organization_id,
-                                  edition_id=edition.id, name=name, expression=expression)
+def make_segment(
+    audience: Any, edition: edition_pb2.Edition, expression: str = "true", name: str = "Everyone"
+) -> segment_pb2.Segment:
+    segment = segment_pb2.Segment(
+        organization_id=edition.organization_id,
+        edition_id=edition.id,
+        name=name,
+        expression=expression,
+    )
     return audience.CreateSegment(apb.CreateSegmentRequest(segment=segment)).segment
 
 
-def make_email_message(messages: Any, edition: edition_pb2.Edition, **fields: Any
-                       ) -> email_message_pb2.EmailMessage:
+def make_email_message(
+    messages: Any, edition: edition_pb2.Edition, **fields: Any
+) -> email_message_pb2.EmailMessage:
     values: dict[str, Any] = {
-        "organization_id": edition.organization_id, "edition_id": edition.id,
+        "organization_id": edition.organization_id,
+        "edition_id": edition.id,
         "type": email_message_pb2.EMAIL_MESSAGE_TYPE_CAMPAIGN,
         "subject": "Hi {{ user.first_name }}",
-        "from_name": "Festival", "from_email": "news@festival.example",
+        "from_name": "Festival",
+        "from_email": "news@festival.example",
         "html_body": "<p>Hello {{ user.first_name }}</p><a href='{{ unsubscribe_url }}'>Stop</a>",
     }
     values.update(fields)
     message = email_message_pb2.EmailMessage(**values)
     return messages.CreateEmailMessage(
-        epb.CreateEmailMessageRequest(email_message=message)).email_message
+        epb.CreateEmailMessageRequest(email_message=message)
+    ).email_message
 
 
-def make_campaign(campaigns: Any, edition: edition_pb2.Edition, **fields: Any
-                  ) -> campaign_pb2.Campaign:
+def make_campaign(
+    campaigns: Any, edition: edition_pb2.Edition, **fields: Any
+) -> campaign_pb2.Campaign:
     values: dict[str, Any] = {
-        "organization_id": edition.organization_id, "edition_id": edition.id,
+        "organization_id": edition.organization_id,
+        "edition_id": edition.id,
         "segment_id": DEFAULT_SEGMENTS.get(edition.id, 0),
-        "name": "Early birds", "channel": campaign_pb2.CHANNEL_SMS, "sms_body": "Tickets are out!",
+        "name": "Early birds",
+        "channel": campaign_pb2.CHANNEL_SMS,
+        "sms_body": "Tickets are out!",
     }
     values.update(fields)
     return campaigns.CreateCampaign(cpb.CreateCampaignRequest(**values)).campaign
@@ -77,9 +90,13 @@ def details(error: grpc.RpcError) -> dict[str, Any]:
     assert status is not None, "error carries no google.rpc.Status"
     out: dict[str, Any] = {}
     for item in status.details:
-        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest,
-                    error_details_pb2.PreconditionFailure, error_details_pb2.ResourceInfo,
-                    error_details_pb2.RetryInfo):
+        for cls in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.PreconditionFailure,
+            error_details_pb2.ResourceInfo,
+            error_details_pb2.RetryInfo,
+        ):
             if item.Is(cls.DESCRIPTOR):
                 msg = cls()
                 item.Unpack(msg)
@@ -96,11 +113,16 @@ NEW_SEGMENT = "<id of a new segment>"
 NEW_EMAIL_MESSAGE = "<id of a new campaign email message>"
 
 
-def with_references(audience: Any, messages: Any, edition: edition_pb2.Edition,
-                    values: dict[str, Any]) -> dict[str, Any]:
+def with_references(
+    audience: Any, messages: Any, edition: edition_pb2.Edition, values: dict[str, Any]
+) -> dict[str, Any]:
     """`values` with each NEW_SEGMENT / NEW_EMAIL_MESSAGE replaced by the id of a fresh one,
     made in `edition`'s organization."""
-    makers = {NEW_SEGMENT: lambda: make_segment(audience, edition, name="Another").id,
-              NEW_EMAIL_MESSAGE: lambda: make_email_message(messages, edition).id}
-    return {key: makers[value]() if isinstance(value, str) and value in makers else value
-            for key, value in values.items()}
+    makers = {
+        NEW_SEGMENT: lambda: make_segment(audience, edition, name="Another").id,
+        NEW_EMAIL_MESSAGE: lambda: make_email_message(messages, edition).id,
+    }
+    return {
+        key: makers[value]() if isinstance(value, str) and value in makers else value
+        for key, value in values.items()
+    }

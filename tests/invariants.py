@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from campaigns.v1 import campaign_pb2
-from server.db import release_connection
-from server.models import Delivery, DeliveryStatus, Suppression
+from server.store.db import release_connection
+from server.store.models import Delivery, DeliveryStatus, Suppression
 from tests.delivery_fixtures import (
     FINAL,
     Received,
@@ -36,12 +36,15 @@ from tests.delivery_fixtures import (
 from tests.helpers import make_campaign, make_edition, make_email_message, make_segment
 
 # Where a recipient may end; pending, claimed or sending means someone still owes an answer.
-FINAL_ROW_STATES = {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED,
-                    DeliveryStatus.AMBIGUOUS}
+FINAL_ROW_STATES = {
+    DeliveryStatus.SENT,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.SKIPPED,
+    DeliveryStatus.AMBIGUOUS,
+}
 
 
-def _deliveries(campaign_id: int, received: Iterable[Received | Sms]
-                ) -> list[tuple[str, float]]:
+def _deliveries(campaign_id: int, received: Iterable[Received | Sms]) -> list[tuple[str, float]]:
     """(address, time received) of each message of the campaign, lower-cased."""
     prefix = f"<campaign-{campaign_id}.user-"
     out: list[tuple[str, float]] = []
@@ -74,8 +77,13 @@ def _check_counts(rows: list[Delivery], per_address: Counter[str]) -> None:
     assert not wrong, f"address -> (ledger statuses, messages received): {wrong}"
 
 
-def _check_schedule(campaigns: Any, campaign_id: int, rows: list[Delivery],
-                    deliveries: list[tuple[str, float]], scheduled_at: dt.datetime) -> None:
+def _check_schedule(
+    campaigns: Any,
+    campaign_id: int,
+    rows: list[Delivery],
+    deliveries: list[tuple[str, float]],
+    scheduled_at: dt.datetime,
+) -> None:
     """Nothing left, was recorded or began before `scheduled_at` (aware, or naive UTC)."""
     when = scheduled_at if scheduled_at.tzinfo else scheduled_at.replace(tzinfo=dt.UTC)
     early = [(a, at) for a, at in deliveries if at < when.timestamp()]
@@ -88,10 +96,13 @@ def _check_schedule(campaigns: Any, campaign_id: int, rows: list[Delivery],
         assert campaign.started_at.ToDatetime(dt.UTC) >= when, (campaign.started_at, when)
 
 
-def assert_ledger_invariants(campaigns: Any, campaign_id: int,
-                             received: Iterable[Received | Sms],
-                             suppressed: Collection[str] = (),
-                             scheduled_at: dt.datetime | None = None) -> Counter[str]:
+def assert_ledger_invariants(
+    campaigns: Any,
+    campaign_id: int,
+    received: Iterable[Received | Sms],
+    suppressed: Collection[str] = (),
+    scheduled_at: dt.datetime | None = None,
+) -> Counter[str]:
     """Assert, for an ended campaign: it is final; every row is final (sent, failed, skipped,
     ambiguous); no address got more than one message unless its row is ambiguous, each sent
     row exactly one, nobody else any; `suppressed` addresses got nothing and are skipped as
@@ -99,7 +110,8 @@ def assert_ledger_invariants(campaigns: Any, campaign_id: int,
     stats equal the ledger. `campaigns` is a CampaignService stub."""
     campaign = get(campaigns, campaign_id)
     assert campaign.status in FINAL, (
-        f"campaign {campaign_id} is {campaign_pb2.CampaignStatus.Name(campaign.status)}")
+        f"campaign {campaign_id} is {campaign_pb2.CampaignStatus.Name(campaign.status)}"
+    )
     rows = assert_counters_match_ledger(campaigns, campaign_id)
     unfinished = Counter(r.status for r in rows if r.status not in FINAL_ROW_STATES)
     assert not unfinished, f"rows left unfinished: {dict(unfinished)}"
@@ -125,25 +137,39 @@ class FaultCampaign:
     suppressed: list[str]  # in the segment, with consent, but suppressed: never sent
 
 
-def email_campaign(campaigns: Any, audience: Any, messages: Any, org_id: int, count: int,
-                   suppressed: int = 2) -> FaultCampaign:
+def email_campaign(
+    campaigns: Any, audience: Any, messages: Any, org_id: int, count: int, suppressed: int = 2
+) -> FaultCampaign:
     """A draft email campaign to `count` consenting users plus `suppressed` more whose
     addresses the organization has suppressed (a hard bounce on record)."""
     edition = make_edition(audience, org_id)
     segment = make_segment(audience, edition, "user.email_consent")
     message = make_email_message(messages, edition, text_body="Hello {{ user.first_name }}!\n")
-    campaign = make_campaign(campaigns, edition, channel=campaign_pb2.CHANNEL_EMAIL, sms_body="",
-                             email_message_id=message.id, segment_id=segment.id)
+    campaign = make_campaign(
+        campaigns,
+        edition,
+        channel=campaign_pb2.CHANNEL_EMAIL,
+        sms_body="",
+        email_message_id=message.id,
+        segment_id=segment.id,
+    )
     tag = uuid.uuid4().hex[:8]
     addresses = [f"u{i:05d}.{tag}@mail.example.com" for i in range(count)]
     blocked = [f"bounced{i}.{tag}@mail.example.com" for i in range(suppressed)]
-    import_users(audience, org_id, edition.id, [
-        user(f"x-{address}", email=address, first_name=f"U{i}", email_consent=True)
-        for i, address in enumerate(addresses + blocked)])
+    import_users(
+        audience,
+        org_id,
+        edition.id,
+        [
+            user(f"x-{address}", email=address, first_name=f"U{i}", email_consent=True)
+            for i, address in enumerate(addresses + blocked)
+        ],
+    )
     try:
         for address in blocked:
-            Suppression.create(organization_id=org_id, channel="email", address=address,
-                               reason="hard bounce")
+            Suppression.create(
+                organization_id=org_id, channel="email", address=address, reason="hard bounce"
+            )
     finally:
         release_connection()
     return FaultCampaign(campaign.id, addresses, blocked)

@@ -21,34 +21,50 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def server_env(database_url: str, redis_url: str, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DEV_MODE", "AUTH_TOKENS_FILE")}
-    env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(port), **extra})
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(port),
+            **extra,
+        }
+    )
     return env
 
 
 def run_to_exit(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run a server that is expected to refuse to start; its exit code and output."""
-    return subprocess.run([sys.executable, "-m", "server"], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def _serving(channel: grpc.Channel) -> bool:
     try:
         reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=1)
+            health_pb2.HealthCheckRequest(service=""), timeout=1
+        )
     except grpc.RpcError:
         return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 @contextmanager
-def running_server(env: dict[str, str], ready: grpc.Channel, log: Path,
-                   timeout: float = 30) -> Iterator[subprocess.Popen[bytes]]:
+def running_server(
+    env: dict[str, str], ready: grpc.Channel, log: Path, timeout: float = 30
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start the server; ready once health answers SERVING on `ready` (a channel the caller
     made with whatever credentials the port needs)."""
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env,
-                                stdout=sink, stderr=sink)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=sink, stderr=sink
+        )
     try:
         deadline = time.monotonic() + timeout
         while not _serving(ready):

@@ -14,8 +14,8 @@ import pytest
 
 from campaigns.v1 import campaign_pb2 as c
 from campaigns.v1 import campaign_service_pb2 as cpb
-from server.db import release_connection
-from server.models import Campaign
+from server.store.db import release_connection
+from server.store.models import Campaign
 from tests.helpers import (
     DEFAULT_SEGMENTS,
     details,
@@ -62,19 +62,31 @@ def seeded(campaigns, audience, org_id) -> list[c.Campaign]:
     """Six campaigns with a tie on every sort key, and unset scheduled_at on two."""
     edition = make_edition(audience, org_id)
     at = [future(86400 * d) for d in (3, 1, 1, 2)]
-    rows = [("delta", at[0]), ("alpha", None), ("charlie", at[1]), ("alpha", at[2]),
-            ("bravo", None), ("echo", at[3])]
-    made = [make_campaign(campaigns, edition, name=name, **({"scheduled_at": when} if when else {}))
-            for name, when in rows]
+    rows = [
+        ("delta", at[0]),
+        ("alpha", None),
+        ("charlie", at[1]),
+        ("alpha", at[2]),
+        ("bravo", None),
+        ("echo", at[3]),
+    ]
+    made = [
+        make_campaign(campaigns, edition, name=name, **({"scheduled_at": when} if when else {}))
+        for name, when in rows
+    ]
     ids = [x.id for x in made]
     for recipients, group in ((10, [ids[0], ids[3]]), (30, [ids[2], ids[5]]), (5, [ids[4]])):
         set_columns(group, total_recipients=recipients)
     first = made[2].created.ToDatetime()
     set_columns([ids[2], ids[3]], created=first)
     other = make_segment(audience, edition, name="Another")
-    campaigns.UpdateCampaign(cpb.UpdateCampaignRequest(
-        id=ids[0], campaign=c.Campaign(segment_id=other.id),
-        update_mask={"paths": ["segment_id"]}))
+    campaigns.UpdateCampaign(
+        cpb.UpdateCampaignRequest(
+            id=ids[0],
+            campaign=c.Campaign(segment_id=other.id),
+            update_mask={"paths": ["segment_id"]},
+        )
+    )
     set_columns([ids[4], ids[5]], modified=first)
     items = list(listing(campaigns, org_id, page_size=1000).results)
     assert sorted(x.id for x in items) == sorted(ids)
@@ -103,7 +115,8 @@ def test_default_ordering_is_newest_first(campaigns, org_id, seeded):
     got = listing(campaigns, org_id)
     assert [x.id for x in got.results] == expected_ids(seeded, "-created")
     assert [x.id for x in got.results] == [
-        x.id for x in listing(campaigns, org_id, ordering="-created").results]
+        x.id for x in listing(campaigns, org_id, ordering="-created").results
+    ]
 
 
 @pytest.mark.parametrize("ordering", ["status", "id", "-", "--created", "Name", "name,id", "+name"])
@@ -120,8 +133,11 @@ def catalogue(campaigns, audience, messages, org_id) -> dict[str, Any]:
     e1, e2 = make_edition(audience, org_id), make_edition(audience, org_id)
 
     def email(edition: Any) -> dict[str, Any]:
-        return {"channel": c.CHANNEL_EMAIL, "sms_body": "",
-                "email_message_id": make_email_message(messages, edition).id}
+        return {
+            "channel": c.CHANNEL_EMAIL,
+            "sms_body": "",
+            "email_message_id": make_email_message(messages, edition).id,
+        }
 
     made = {
         "Summer Sale": make_campaign(campaigns, e1, name="Summer Sale"),
@@ -130,8 +146,9 @@ def catalogue(campaigns, audience, messages, org_id) -> dict[str, Any]:
         "earlyXbird": make_campaign(campaigns, e2, name="earlyXbird", **email(e2)),
         "100 percent": make_campaign(campaigns, e1, name="100 percent"),
     }
-    campaigns.ScheduleCampaign(cpb.ScheduleCampaignRequest(
-        id=made["summer 50% off"].id, scheduled_at=future()))
+    campaigns.ScheduleCampaign(
+        cpb.ScheduleCampaignRequest(id=made["summer 50% off"].id, scheduled_at=future())
+    )
     campaigns.CancelCampaign(cpb.CancelCampaignRequest(id=made["early_bird"].id))
     decoy = make_campaign(campaigns, make_edition(audience, org_id + 1), name="Summer Sale")
     return {"e1": e1.id, "e2": e2.id, "decoy": decoy.id}
@@ -163,8 +180,10 @@ FILTERS = [
 
 @pytest.mark.parametrize(("filters", "names"), FILTERS, ids=[str(f[0]) for f in FILTERS])
 def test_filters(campaigns, org_id, catalogue, filters, names):
-    filters = {k: catalogue.get(v, v) if isinstance(v, str) and k == "edition_id" else v
-               for k, v in filters.items()}
+    filters = {
+        k: catalogue.get(v, v) if isinstance(v, str) and k == "edition_id" else v
+        for k, v in filters.items()
+    }
     got = listing(campaigns, org_id, **filters)
     assert got.count == len(names)
     assert sorted(x.name for x in got.results) == sorted(names)
@@ -185,14 +204,17 @@ def test_organization_filter(campaigns, org_id, catalogue):
     assert sorted(x.name for x in by_edition.results) == ["earlyXbird", "early_bird"]
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"channel": 9}, "channel"),
-    ({"status": 42}, "status"),
-    ({"search": "s" * 256}, "search"),
-    ({"page_size": 1001}, "page_size"),
-    ({"page_size": -1}, "page_size"),
-    ({"page": -1}, "page"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"channel": 9}, "channel"),
+        ({"status": 42}, "status"),
+        ({"search": "s" * 256}, "search"),
+        ({"page_size": 1001}, "page_size"),
+        ({"page_size": -1}, "page_size"),
+        ({"page": -1}, "page"),
+    ],
+)
 def test_bad_listing_requests_are_invalid(campaigns, org_id, fields, field):
     with pytest.raises(grpc.RpcError) as err:
         listing(campaigns, org_id, **fields)
@@ -230,10 +252,19 @@ def test_page_numbers_and_the_end(campaigns, audience, org_id):
 def test_page_size_defaults_to_100_and_allows_1000(campaigns, audience, org_id):
     edition = make_edition(audience, org_id)
     created = dt.datetime(2030, 1, 1)
-    rows = [{"organization_id": org_id, "edition": edition.id,
-             "segment_id": DEFAULT_SEGMENTS[edition.id], "name": f"n{i}",
-             "channel": "sms", "sms_body": "hi", "status": "draft",
-             "created": created + dt.timedelta(seconds=i)} for i in range(101)]
+    rows = [
+        {
+            "organization_id": org_id,
+            "edition": edition.id,
+            "segment_id": DEFAULT_SEGMENTS[edition.id],
+            "name": f"n{i}",
+            "channel": "sms",
+            "sms_body": "hi",
+            "status": "draft",
+            "created": created + dt.timedelta(seconds=i),
+        }
+        for i in range(101)
+    ]
     try:
         Campaign.insert_many(rows).execute()
     finally:

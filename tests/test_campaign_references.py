@@ -60,8 +60,9 @@ class World:
 
 @pytest.fixture
 def world(audience, messages, org_id) -> World:
-    return World(audience, messages, make_edition(audience, org_id),
-                 make_edition(audience, org_id + 1))
+    return World(
+        audience, messages, make_edition(audience, org_id), make_edition(audience, org_id + 1)
+    )
 
 
 def count(campaigns: Any, org_id: int) -> int:
@@ -73,9 +74,13 @@ def get(campaigns: Any, cid: int) -> c.Campaign:
 
 
 def update(campaigns: Any, cid: int, paths: list[str], **values: Any) -> c.Campaign:
-    return campaigns.UpdateCampaign(cpb.UpdateCampaignRequest(
-        id=cid, campaign=c.Campaign(**values), update_mask={"paths": paths},
-    )).campaign
+    return campaigns.UpdateCampaign(
+        cpb.UpdateCampaignRequest(
+            id=cid,
+            campaign=c.Campaign(**values),
+            update_mask={"paths": paths},
+        )
+    ).campaign
 
 
 # Each bad reference: (case, the field at fault).
@@ -118,8 +123,7 @@ def assert_refused(error: grpc.RpcError, field: str, value: Any) -> None:
 
 
 @pytest.mark.parametrize(("case", "field"), BAD, ids=BAD_IDS)
-def test_create_refuses_a_bad_reference_and_writes_nothing(campaigns, world, org_id, case,
-                                                           field):
+def test_create_refuses_a_bad_reference_and_writes_nothing(campaigns, world, org_id, case, field):
     value = bad_value(world, case)
     fields = {**(EMAIL if field == "email_message_id" else {}), field: value}
     with pytest.raises(grpc.RpcError) as err:
@@ -133,26 +137,41 @@ def test_create_refuses_a_bad_reference_and_writes_nothing(campaigns, world, org
 
 def test_create_reports_every_bad_reference_at_once(campaigns, world, org_id):
     with pytest.raises(grpc.RpcError) as err:
-        make_campaign(campaigns, world.edition, segment_id=world.segment(world.foreign),
-                      sms_body=BAD_TEMPLATE)
+        make_campaign(
+            campaigns, world.edition, segment_id=world.segment(world.foreign), sms_body=BAD_TEMPLATE
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(err.value) == {"segment_id", "sms_body"}
     with pytest.raises(grpc.RpcError) as err:
-        make_campaign(campaigns, world.edition, segment_id=MISSING_ID, **EMAIL,
-                      email_message_id=world.message(type=TRANSACTIONAL))
+        make_campaign(
+            campaigns,
+            world.edition,
+            segment_id=MISSING_ID,
+            **EMAIL,
+            email_message_id=world.message(type=TRANSACTIONAL),
+        )
     assert violated_fields(err.value) == {"segment_id", "email_message_id"}
     assert count(campaigns, org_id) == 0
 
 
 def test_create_accepts_valid_references(campaigns, world, org_id):
     segment, message = world.segment(), world.message()
-    email = make_campaign(campaigns, world.edition, segment_id=segment, **EMAIL,
-                          email_message_id=message)
+    email = make_campaign(
+        campaigns, world.edition, segment_id=segment, **EMAIL, email_message_id=message
+    )
     sms = make_campaign(campaigns, world.edition, sms_body=GOOD_TEMPLATE)
     assert (email.segment_id, email.channel, email.email_message_id, email.sms_body) == (
-        segment, c.CHANNEL_EMAIL, message, "")
+        segment,
+        c.CHANNEL_EMAIL,
+        message,
+        "",
+    )
     assert (sms.segment_id, sms.channel, sms.email_message_id, sms.sms_body) == (
-        DEFAULT_SEGMENTS[world.edition.id], c.CHANNEL_SMS, 0, GOOD_TEMPLATE)
+        DEFAULT_SEGMENTS[world.edition.id],
+        c.CHANNEL_SMS,
+        0,
+        GOOD_TEMPLATE,
+    )
     assert [get(campaigns, x.id) for x in (email, sms)] == [email, sms]
     assert count(campaigns, org_id) == 2
 
@@ -165,8 +184,7 @@ def start_for(world: World, campaigns: Any, field: str) -> c.Campaign:
 
 
 @pytest.mark.parametrize(("case", "field"), BAD, ids=BAD_IDS)
-def test_update_refuses_a_bad_reference_and_changes_nothing(campaigns, world, org_id, case,
-                                                           field):
+def test_update_refuses_a_bad_reference_and_changes_nothing(campaigns, world, org_id, case, field):
     campaign = start_for(world, campaigns, field)
     before = get(campaigns, campaign.id)
     value = bad_value(world, case)
@@ -183,14 +201,20 @@ def test_switching_channel_checks_the_new_content(campaigns, world, case, field)
         campaign = make_campaign(campaigns, world.edition)
         switch = {"channel": c.CHANNEL_EMAIL}
     else:  # email to SMS
-        campaign = make_campaign(campaigns, world.edition, **EMAIL,
-                                 email_message_id=world.message())
+        campaign = make_campaign(
+            campaigns, world.edition, **EMAIL, email_message_id=world.message()
+        )
         switch = {"channel": c.CHANNEL_SMS}
     before = get(campaigns, campaign.id)
     value = bad_value(world, case)
     with pytest.raises(grpc.RpcError) as err:
-        update(campaigns, campaign.id, ["channel", "sms_body", "email_message_id"],
-               **switch, **{field: value})
+        update(
+            campaigns,
+            campaign.id,
+            ["channel", "sms_body", "email_message_id"],
+            **switch,
+            **{field: value},
+        )
     assert_refused(err.value, f"campaign.{field}", value)
     assert get(campaigns, campaign.id) == before
 
@@ -198,12 +222,18 @@ def test_switching_channel_checks_the_new_content(campaigns, world, case, field)
 def test_update_accepts_valid_references(campaigns, world):
     sms = make_campaign(campaigns, world.edition)
     segment = world.segment()
-    after = update(campaigns, sms.id, ["segment_id", "sms_body"], segment_id=segment,
-                   sms_body=GOOD_TEMPLATE)
+    after = update(
+        campaigns, sms.id, ["segment_id", "sms_body"], segment_id=segment, sms_body=GOOD_TEMPLATE
+    )
     assert (after.segment_id, after.sms_body) == (segment, GOOD_TEMPLATE)
     first, second = world.message(), world.message(subject="Second")
-    email = update(campaigns, sms.id, ["channel", "sms_body", "email_message_id"],
-                   channel=c.CHANNEL_EMAIL, email_message_id=first)
+    email = update(
+        campaigns,
+        sms.id,
+        ["channel", "sms_body", "email_message_id"],
+        channel=c.CHANNEL_EMAIL,
+        email_message_id=first,
+    )
     assert (email.channel, email.sms_body, email.email_message_id) == (c.CHANNEL_EMAIL, "", first)
     again = update(campaigns, sms.id, ["email_message_id"], email_message_id=second)
     assert again.email_message_id == second
@@ -212,10 +242,19 @@ def test_update_accepts_valid_references(campaigns, world):
 
 def test_only_fields_in_the_mask_are_looked_up(campaigns, world):
     campaign = make_campaign(campaigns, world.edition)
-    after = update(campaigns, campaign.id, ["name"], name="Renamed", segment_id=MISSING_ID,
-                   sms_body=BAD_TEMPLATE)
+    after = update(
+        campaigns,
+        campaign.id,
+        ["name"],
+        name="Renamed",
+        segment_id=MISSING_ID,
+        sms_body=BAD_TEMPLATE,
+    )
     assert (after.name, after.segment_id, after.sms_body) == (
-        "Renamed", campaign.segment_id, campaign.sms_body)
+        "Renamed",
+        campaign.segment_id,
+        campaign.sms_body,
+    )
 
 
 def assert_in_use(error: grpc.RpcError, reason: str, subject: str) -> None:
@@ -235,7 +274,8 @@ def delete_message(messages: Any, message_id: int) -> None:
 
 
 def test_segment_in_use_by_a_draft_is_kept_until_the_campaign_is_deleted(
-        campaigns, audience, world, org_id):
+    campaigns, audience, world, org_id
+):
     segment = world.segment()
     campaign = make_campaign(campaigns, world.edition, segment_id=segment)
     with pytest.raises(grpc.RpcError) as err:
@@ -257,7 +297,8 @@ def test_segment_in_use_by_a_draft_is_kept_until_the_campaign_is_deleted(
 
 
 def test_email_message_in_use_by_a_draft_is_kept_until_the_campaign_is_deleted(
-        campaigns, messages, world, org_id):
+    campaigns, messages, world, org_id
+):
     message = world.message()
     campaign = make_campaign(campaigns, world.edition, **EMAIL, email_message_id=message)
     with pytest.raises(grpc.RpcError) as err:
@@ -281,10 +322,16 @@ def test_email_message_in_use_by_a_draft_is_kept_until_the_campaign_is_deleted(
 def test_references_left_by_an_update_are_free_to_delete(campaigns, audience, messages, world):
     old_segment, new_segment = world.segment(), world.segment()
     old_message, new_message = world.message(), world.message()
-    campaign = make_campaign(campaigns, world.edition, segment_id=old_segment, **EMAIL,
-                             email_message_id=old_message)
-    update(campaigns, campaign.id, ["segment_id", "email_message_id"], segment_id=new_segment,
-           email_message_id=new_message)
+    campaign = make_campaign(
+        campaigns, world.edition, segment_id=old_segment, **EMAIL, email_message_id=old_message
+    )
+    update(
+        campaigns,
+        campaign.id,
+        ["segment_id", "email_message_id"],
+        segment_id=new_segment,
+        email_message_id=new_message,
+    )
     delete_segment(audience, old_segment)
     delete_message(messages, old_message)
     with pytest.raises(grpc.RpcError) as err:
@@ -301,16 +348,20 @@ def test_email_message_in_use_stays_a_campaign_message(campaigns, messages, worl
     before = messages.GetEmailMessage(epb.GetEmailMessageRequest(id=message)).email_message
 
     def change(**fields: Any) -> email_message_pb2.EmailMessage:
-        return messages.UpdateEmailMessage(epb.UpdateEmailMessageRequest(
-            id=message, email_message=email_message_pb2.EmailMessage(**fields),
-            update_mask={"paths": list(fields)},
-        )).email_message
+        return messages.UpdateEmailMessage(
+            epb.UpdateEmailMessageRequest(
+                id=message,
+                email_message=email_message_pb2.EmailMessage(**fields),
+                update_mask={"paths": list(fields)},
+            )
+        ).email_message
 
     with pytest.raises(grpc.RpcError) as err:
         change(type=TRANSACTIONAL)
     assert_in_use(err.value, "EMAIL_MESSAGE_IN_USE", f"email_messages/{message}")
     assert messages.GetEmailMessage(epb.GetEmailMessageRequest(id=message)).email_message == (
-        before)
+        before
+    )
     assert change(subject="New subject").subject == "New subject"  # other edits are fine
     campaigns.DeleteCampaign(cpb.DeleteCampaignRequest(id=campaign.id))
     assert change(type=TRANSACTIONAL).type == TRANSACTIONAL
@@ -328,8 +379,9 @@ def race(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]
         except grpc.RpcError as err:
             out[i] = err.code()
 
-    threads = [threading.Thread(target=run, args=(i, call))
-               for i, call in enumerate((first, second))]
+    threads = [
+        threading.Thread(target=run, args=(i, call)) for i, call in enumerate((first, second))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -346,23 +398,29 @@ def contest(world: World, change: str) -> tuple[dict[str, Any], str, Callable[[]
     `change` is refused on, and the call making `change`."""
     if change == "delete segment":
         segment = world.segment()
-        return ({"segment_id": segment}, "segment_id",
-                lambda: world.audience.DeleteSegment(apb.DeleteSegmentRequest(id=segment)))
+        return (
+            {"segment_id": segment},
+            "segment_id",
+            lambda: world.audience.DeleteSegment(apb.DeleteSegmentRequest(id=segment)),
+        )
     message = world.message()
     if change == "delete email message":
         request: Any = epb.DeleteEmailMessageRequest(id=message)
         act = world.messages.DeleteEmailMessage
     else:
         request = epb.UpdateEmailMessageRequest(
-            id=message, email_message=email_message_pb2.EmailMessage(type=TRANSACTIONAL),
-            update_mask={"paths": ["type"]})
+            id=message,
+            email_message=email_message_pb2.EmailMessage(type=TRANSACTIONAL),
+            update_mask={"paths": ["type"]},
+        )
         act = world.messages.UpdateEmailMessage
     return {**EMAIL, "email_message_id": message}, "email_message_id", lambda: act(request)
 
 
 @pytest.mark.parametrize("change", CHANGES)
-def test_a_campaign_racing_a_change_to_its_reference_sees_it_or_is_seen(campaigns, world,
-                                                                        org_id, change):
+def test_a_campaign_racing_a_change_to_its_reference_sees_it_or_is_seen(
+    campaigns, world, org_id, change
+):
     created = 0
     for _ in range(ROUNDS):
         fields, field, act = contest(world, change)

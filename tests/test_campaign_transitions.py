@@ -1,7 +1,8 @@
 """ScheduleCampaign, SendCampaignNow and CancelCampaign from every status, over the real channel.
 
 Callers reach draft, scheduled, calculating and cancelled through RPCs; sending, sent and
-failed are reached as a worker reaches them, with `server.transitions.try_apply` on the row.
+failed are reached as a worker reaches them, with `server.campaigns.transitions.try_apply` on
+the row.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import pytest
 
 from campaigns.v1 import campaign_pb2 as c
 from campaigns.v1 import campaign_service_pb2 as cpb
-from server import transitions
-from server.db import release_connection
-from server.models import Campaign
-from server.status import Action
+from server.campaigns import transitions
+from server.core.status import Action
+from server.store.db import release_connection
+from server.store.models import Campaign
 from tests.helpers import (
     details,
     future,
@@ -69,8 +70,12 @@ def reach(campaigns: Any, edition: Any, status: str, **fields: Any) -> c.Campaig
         call(campaigns, "cancel", campaign.id)
     elif status != "draft":
         call(campaigns, "send_now", campaign.id)
-        moves = {"calculating": [], "sending": [Action.START_SENDING],
-                 "sent": [Action.START_SENDING, Action.FINISH], "failed": [Action.FAIL]}
+        moves = {
+            "calculating": [],
+            "sending": [Action.START_SENDING],
+            "sent": [Action.START_SENDING, Action.FINISH],
+            "failed": [Action.FAIL],
+        }
         try:
             for action in moves[status]:
                 assert transitions.try_apply(campaign.id, action)
@@ -92,7 +97,9 @@ def test_transition_matrix(campaigns, audience, org_id, action, status):
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         found = details(err.value)
         assert (found["ErrorInfo"].reason, found["ErrorInfo"].domain) == (
-            "INVALID_STATUS", "campaigns.v1")
+            "INVALID_STATUS",
+            "campaigns.v1",
+        )
         (violation,) = found["PreconditionFailure"].violations
         assert violation.type == "STATUS"
         assert violation.subject == f"campaigns/{before.id}"
@@ -138,8 +145,11 @@ def test_schedule_needs_a_future_time(campaigns, audience, org_id, stored):
     if stored == "passed":
         set_row(campaign.id, scheduled_at=dt.datetime(2020, 1, 1))
     before = get(campaigns, campaign.id)
-    for kw in ({}, {"scheduled_at": future(-1)},
-               {"scheduled_at": ts(dt.datetime(9500, 1, 1, tzinfo=dt.UTC))}):
+    for kw in (
+        {},
+        {"scheduled_at": future(-1)},
+        {"scheduled_at": ts(dt.datetime(9500, 1, 1, tzinfo=dt.UTC))},
+    ):
         with pytest.raises(grpc.RpcError) as err:
             campaigns.ScheduleCampaign(cpb.ScheduleCampaignRequest(id=campaign.id, **kw))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -175,9 +185,13 @@ def test_content_can_be_added_then_sent(campaigns, audience, messages, org_id):
     edition = make_edition(audience, org_id)
     campaign = make_campaign(campaigns, edition, channel=c.CHANNEL_EMAIL, sms_body="")
     message = make_email_message(messages, edition)
-    campaigns.UpdateCampaign(cpb.UpdateCampaignRequest(
-        id=campaign.id, campaign=c.Campaign(email_message_id=message.id),
-        update_mask={"paths": ["email_message_id"]}))
+    campaigns.UpdateCampaign(
+        cpb.UpdateCampaignRequest(
+            id=campaign.id,
+            campaign=c.Campaign(email_message_id=message.id),
+            update_mask={"paths": ["email_message_id"]},
+        )
+    )
     assert call(campaigns, "send_now", campaign.id).status == c.CAMPAIGN_STATUS_CALCULATING
 
 

@@ -32,9 +32,14 @@ def ctl(address: str, repo_root: Path):
 
     def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         environment = {**os.environ, "CAMPAIGNS_TARGET": address, **(env or {})}
-        return subprocess.run([sys.executable, "-m", "campaign_client.cli", *args],
-                              capture_output=True, text=True, timeout=60, cwd=repo_root,
-                              env=environment)
+        return subprocess.run(
+            [sys.executable, "-m", "campaign_client.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=repo_root,
+            env=environment,
+        )
 
     return run
 
@@ -50,16 +55,38 @@ def get(campaigns: Any, campaign_id: int) -> campaign_pb2.Campaign:
 
 def test_create_get_and_list(ctl, edition):
     org, segment = str(edition.organization_id), str(DEFAULT_SEGMENTS[edition.id])
-    made = ctl("create", "--org", org, "--edition", str(edition.id), "--segment", segment,
-               "--name", "Early birds", "--channel", "sms", "--sms-body", "Hi!", "-q")
+    made = ctl(
+        "create",
+        "--org",
+        org,
+        "--edition",
+        str(edition.id),
+        "--segment",
+        segment,
+        "--name",
+        "Early birds",
+        "--channel",
+        "sms",
+        "--sms-body",
+        "Hi!",
+        "-q",
+    )
     assert made.returncode == 0, made.stderr
     campaign_id = made.stdout.strip()
     shown = ctl("get", campaign_id)
     assert shown.returncode == 0 and "Early birds" in shown.stdout and "draft" in shown.stdout
     listed = ctl("list", "--org", org)
     header, _rule, row, *_ = listed.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "CHANNEL", "STATUS", "SCHEDULED", "RECIPIENTS",
-                              "SENT", "FAILED"]
+    assert header.split() == [
+        "ID",
+        "NAME",
+        "CHANNEL",
+        "STATUS",
+        "SCHEDULED",
+        "RECIPIENTS",
+        "SENT",
+        "FAILED",
+    ]
     assert row.split()[:5] == [campaign_id, "Early", "birds", "sms", "draft"]
     assert "1 of 1 campaign" in listed.stdout
     as_json = json.loads(ctl("get", campaign_id, "--json").stdout)
@@ -70,8 +97,19 @@ def test_exit_codes_and_messages(ctl, campaigns, edition):
     missing = ctl("get", "9000000000000")
     assert (missing.returncode, missing.stdout) == (3, "")
     assert missing.stderr.startswith("campaignctl: NOT_FOUND")
-    invalid = ctl("create", "--org", str(edition.organization_id), "--edition",
-                  str(edition.id), "--segment", "0", "--name", "", "--channel", "sms")
+    invalid = ctl(
+        "create",
+        "--org",
+        str(edition.organization_id),
+        "--edition",
+        str(edition.id),
+        "--segment",
+        "0",
+        "--name",
+        "",
+        "--channel",
+        "sms",
+    )
     assert invalid.returncode == 4 and "name" in invalid.stderr
     campaign = make_campaign(campaigns, edition)
     assert ctl("cancel", str(campaign.id)).returncode == 0
@@ -91,8 +129,7 @@ def test_unreachable_server_is_exit_5(ctl):
 
 def test_target_comes_from_the_flag_before_the_environment(ctl, address):
     assert ctl("list", env={"CAMPAIGNS_TARGET": "127.0.0.1:1"}).returncode == 5
-    assert ctl("--target", address, "list", env={"CAMPAIGNS_TARGET": "127.0.0.1:1"}
-               ).returncode == 0
+    assert ctl("--target", address, "list", env={"CAMPAIGNS_TARGET": "127.0.0.1:1"}).returncode == 0
 
 
 def test_schedule_reads_local_times_in_the_editions_timezone(ctl, campaigns, edition):
@@ -134,9 +171,21 @@ def test_send_now_stats_and_cancel(ctl, campaigns, edition):
 def test_watch_follows_until_the_campaign_ends(address, repo_root, campaigns, edition):
     campaign = make_campaign(campaigns, edition)
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "campaign_client.cli", "--target", address, "watch",
-         str(campaign.id), "--plain"], cwd=repo_root, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "campaign_client.cli",
+            "--target",
+            address,
+            "watch",
+            str(campaign.id),
+            "--plain",
+        ],
+        cwd=repo_root,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert watcher.stderr is not None
         first = watcher.stderr.readline()  # the first snapshot: the stream is open
@@ -177,8 +226,11 @@ def test_import_users_from_csv(ctl, audience, edition, tmp_path, caplog):
     result = ctl("import-users", str(path), "--org", org, "--edition", str(edition.id))
     assert result.returncode == 0, result.stderr
     assert "imported users.csv: 3 created, 0 updated, 2 rejected" in result.stdout
-    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]
-            if line.split() and line.split()[0].isdigit()}
+    rows = {
+        line.split()[0]: line
+        for line in result.stdout.splitlines()[1:]
+        if line.split() and line.split()[0].isdigit()
+    }
     assert set(rows) == {"3", "4"}
     assert "email" in rows["3"] and "email_consent" in rows["4"]
     users = audience.ListUsers(apb.ListUsersRequest(organization_id=edition.organization_id))
@@ -198,21 +250,28 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and "watch" in result.stdout
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2030-06-01 10:00", dt.datetime(2030, 6, 1, 8, 0, tzinfo=dt.UTC)),
-    ("2030-06-01T10:00", dt.datetime(2030, 6, 1, 8, 0, tzinfo=dt.UTC)),
-    ("2030-12-01 10:00", dt.datetime(2030, 12, 1, 9, 0, tzinfo=dt.UTC)),
-    ("2030-06-01T08:00:00Z", dt.datetime(2030, 6, 1, 8, 0, tzinfo=dt.UTC)),
-    ("2030-10-27 02:30+01:00", dt.datetime(2030, 10, 27, 1, 30, tzinfo=dt.UTC)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2030-06-01 10:00", dt.datetime(2030, 6, 1, 8, 0, tzinfo=dt.UTC)),
+        ("2030-06-01T10:00", dt.datetime(2030, 6, 1, 8, 0, tzinfo=dt.UTC)),
+        ("2030-12-01 10:00", dt.datetime(2030, 12, 1, 9, 0, tzinfo=dt.UTC)),
+        ("2030-06-01T08:00:00Z", dt.datetime(2030, 6, 1, 8, 0, tzinfo=dt.UTC)),
+        ("2030-10-27 02:30+01:00", dt.datetime(2030, 10, 27, 1, 30, tzinfo=dt.UTC)),
+    ],
+)
 def test_parse_when(text, expected):
     assert parse_when(text, "Europe/Copenhagen") == expected
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("2030-10-27 02:30", "happens twice"), ("2030-03-31 02:30", "does not exist"),
-    ("tomorrow", "cannot read"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2030-10-27 02:30", "happens twice"),
+        ("2030-03-31 02:30", "does not exist"),
+        ("tomorrow", "cannot read"),
+    ],
+)
 def test_parse_when_refuses_what_it_cannot_be_sure_of(text, message):
     with pytest.raises(TimeError, match=message):
         parse_when(text, "Europe/Copenhagen")

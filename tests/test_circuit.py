@@ -12,12 +12,11 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from jobs.circuit import CLOSED, HALF_OPEN, OPEN, PROBE, Circuit
-from jobs.providers import Outcome, deferred, permanent, sent, transient
+from jobs.sending.circuit import CLOSED, HALF_OPEN, OPEN, PROBE, Circuit
+from jobs.sending.providers import Outcome, deferred, permanent, sent, transient
 from server.config import DeliverySettings
 
-SETTINGS = DeliverySettings(circuit_failures=3, circuit_open_seconds=0.3,
-                            circuit_probe_seconds=5)
+SETTINGS = DeliverySettings(circuit_failures=3, circuit_open_seconds=0.3, circuit_probe_seconds=5)
 FAULT = transient("smtp 421: closing", fault=True)
 
 

@@ -50,9 +50,13 @@ def edition(audience, org_id):
 
 def create(client: CampaignClient, edition: Any, **fields: Any) -> campaign_pb2.Campaign:
     values: dict[str, Any] = {
-        "organization_id": edition.organization_id, "edition_id": edition.id,
-        "segment_id": DEFAULT_SEGMENTS[edition.id], "name": "Early birds", "channel": SMS,
-        "sms_body": "Tickets are out!"}
+        "organization_id": edition.organization_id,
+        "edition_id": edition.id,
+        "segment_id": DEFAULT_SEGMENTS[edition.id],
+        "name": "Early birds",
+        "channel": SMS,
+        "sms_body": "Tickets are out!",
+    }
     return client.create_campaign(**{**values, **fields})
 
 
@@ -64,7 +68,10 @@ def test_create_get_list_update(client, edition):
     assert [c.id for c in page.results] == [created.id]
     updated = client.update_campaign(created.id, name="Final", sms_body="Go!", etag=created.etag)
     assert (updated.name, updated.sms_body, updated.segment_id) == (
-        "Final", "Go!", created.segment_id)
+        "Final",
+        "Go!",
+        created.segment_id,
+    )
     with pytest.raises(AbortedError):  # the etag is stale now
         client.update_campaign(created.id, name="Again", etag=created.etag)
 
@@ -121,6 +128,7 @@ def test_a_deadline_ends_a_watch_that_would_go_on(client, edition):
 
 # --- retries ---------------------------------------------------------------------------------
 
+
 class LostResponse(grpc.RpcError, grpc.Call):  # type: ignore[misc]
     """What a caller sees when the server did the work but the answer never arrived."""
 
@@ -144,8 +152,9 @@ class LoseFirstResponse(grpc.UnaryUnaryClientInterceptor):
         self.method = method
         self.requests: list[Any] = []
 
-    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
-                              request: Any) -> Any:
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
         if not details.method.endswith("/" + self.method):
             return continuation(details, request)
         self.requests.append(request)
@@ -203,6 +212,7 @@ def test_a_stopped_server_is_unavailable_after_bounded_retries(gone_address):
 
 # --- streams ---------------------------------------------------------------------------------
 
+
 def test_watch_follows_a_campaign_until_it_ends(client, edition):
     campaign = create(client, edition)
     updates: queue.Queue[Any] = queue.Queue()
@@ -228,12 +238,15 @@ def test_watch_of_an_unknown_campaign_is_not_found(client):
 
 
 def test_import_users_streams_batches(client, edition):
-    users = [user_pb2.User(external_id=f"u{i}", email=f"u{i}@example.com", email_consent=True)
-             for i in range(5)]
+    users = [
+        user_pb2.User(external_id=f"u{i}", email=f"u{i}@example.com", email_consent=True)
+        for i in range(5)
+    ]
     users.append(user_pb2.User(external_id="bad", email="not-an-email"))
     batches: list[int] = []
-    result = client.import_users(edition.organization_id, users, edition_id=edition.id,
-                                 batch_size=2, on_batch=batches.append)
+    result = client.import_users(
+        edition.organization_id, users, edition_id=edition.id, batch_size=2, on_batch=batches.append
+    )
     assert batches == [2, 2, 2]
     assert (result.created, result.updated, result.rejected) == (5, 0, 1)
     assert (result.rejections[0].index, result.rejections[0].field) == (5, "email")
@@ -241,13 +254,33 @@ def test_import_users_streams_batches(client, edition):
 
 # --- TLS and the bearer token ----------------------------------------------------------------
 
+
 def self_signed(directory: Path, name: str) -> tuple[bytes, bytes]:
     """(certificate, key) PEM for `name`, valid for localhost and 127.0.0.1."""
     cert, key = directory / f"{name}.crt", directory / f"{name}.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", f"/CN={name}", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return cert.read_bytes(), key.read_bytes()
 
 
@@ -264,18 +297,31 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, bytes], list[dic
         seen.append(dict(context.invocation_metadata()))
         return cpb.GetCampaignResponse(campaign=campaign_pb2.Campaign(id=request.id))
 
-    handler = grpc.method_handlers_generic_handler("campaigns.v1.CampaignService", {
-        "GetCampaign": grpc.unary_unary_rpc_method_handler(
-            get_campaign, request_deserializer=cpb.GetCampaignRequest.FromString,
-            response_serializer=cpb.GetCampaignResponse.SerializeToString)})
+    handler = grpc.method_handlers_generic_handler(
+        "campaigns.v1.CampaignService",
+        {
+            "GetCampaign": grpc.unary_unary_rpc_method_handler(
+                get_campaign,
+                request_deserializer=cpb.GetCampaignRequest.FromString,
+                response_serializer=cpb.GetCampaignResponse.SerializeToString,
+            )
+        },
+    )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
     credentials = grpc.ssl_server_credentials(
-        [(server_key, server_cert)], root_certificates=client_cert, require_client_auth=True)
+        [(server_key, server_cert)], root_certificates=client_cert, require_client_auth=True
+    )
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
-    yield (f"localhost:{port}",
-           {"root_certificates": server_cert, "certificate_chain": client_cert,
-            "private_key": client_key}, seen)
+    yield (
+        f"localhost:{port}",
+        {
+            "root_certificates": server_cert,
+            "certificate_chain": client_cert,
+            "private_key": client_key,
+        },
+        seen,
+    )
     server.stop(None)
 
 
@@ -286,6 +332,10 @@ def test_mutual_tls_and_bearer_token(tls_server):
     assert seen[0]["authorization"] == "Bearer s3cret"
     assert seen[0]["user-agent"].startswith("campaign-client-python/")
     # Without the client certificate the server refuses the connection.
-    with CampaignClient(target, root_certificates=certificates["root_certificates"],
-                        retry=FAST, timeout=3) as client, pytest.raises(UnavailableError):
+    with (
+        CampaignClient(
+            target, root_certificates=certificates["root_certificates"], retry=FAST, timeout=3
+        ) as client,
+        pytest.raises(UnavailableError),
+    ):
         client.get_campaign(7)

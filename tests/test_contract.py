@@ -29,14 +29,27 @@ def test_buf_format_is_clean(repo_root: Path) -> None:
 
 
 def test_generated_code_matches_protos(repo_root: Path, tmp_path: Path) -> None:
-    protos = sorted(str(p.relative_to(repo_root / "proto"))
-                    for p in (repo_root / "proto").rglob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(repo_root / "proto")) for p in (repo_root / "proto").rglob("*.proto")
+    )
     env_path = f"{BIN}:{Path('/usr/bin')}"
     result = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", ".", f"--python_out={tmp_path}",
-         f"--grpc_python_out={tmp_path}", f"--mypy_out={tmp_path}",
-         f"--mypy_grpc_out={tmp_path}", *protos],
-        cwd=repo_root / "proto", capture_output=True, text=True, env={"PATH": env_path},
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            ".",
+            f"--python_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            f"--mypy_out={tmp_path}",
+            f"--mypy_grpc_out={tmp_path}",
+            *protos,
+        ],
+        cwd=repo_root / "proto",
+        capture_output=True,
+        text=True,
+        env={"PATH": env_path},
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -52,7 +65,9 @@ def test_no_breaking_change_against_the_released_contract(repo_root: Path) -> No
     result = _run([str(BIN / "buf"), "breaking", "--against", str(image)], repo_root / "proto")
     assert result.returncode == 0, (
         "this change would break clients of the released contract:\n"
-        + result.stdout + result.stderr)
+        + result.stdout
+        + result.stderr
+    )
 
 
 def test_the_guard_catches_a_breaking_change(repo_root: Path, tmp_path: Path) -> None:
@@ -62,6 +77,5 @@ def test_the_guard_catches_a_breaking_change(repo_root: Path, tmp_path: Path) ->
     text = campaign.read_text()
     assert "  string sms_body = 8;" in text
     campaign.write_text(text.replace("  string sms_body = 8;", "  string sms_text = 8;"))
-    result = _run([str(BIN / "buf"), "breaking", "--against", str(repo_root / RELEASED)],
-                  changed)
+    result = _run([str(BIN / "buf"), "breaking", "--against", str(repo_root / RELEASED)], changed)
     assert result.returncode != 0 and "sms_body" in result.stdout, result.stdout + result.stderr

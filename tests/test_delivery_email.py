@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from campaigns.v1 import campaign_pb2
-from server.db import release_connection
-from server.models import Suppression
-from server.tokens import UNSUBSCRIBE, TokenSigner
+from server.delivery.link_tokens import UNSUBSCRIBE, TokenSigner
+from server.store.db import release_connection
+from server.store.models import Suppression
 from tests.delivery_fixtures import (
     RunningWorker,
     SmtpSink,
@@ -41,12 +41,18 @@ def smtp(request: pytest.FixtureRequest) -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(scope="module")
-def worker(app, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
-           ) -> Iterator[RunningWorker]:
+def worker(
+    app, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
+) -> Iterator[RunningWorker]:
     env = {**smtp.env(), "MAX_SEND_ATTEMPTS": str(MAX_ATTEMPTS)}
-    with start_worker(database_url=database_url, redis_url=redis_url,
-                      queue_name=settings.queue_name, repo_root=repo_root,
-                      log_dir=tmp_path_factory.mktemp("email-worker"), env=env) as running:
+    with start_worker(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_name=settings.queue_name,
+        repo_root=repo_root,
+        log_dir=tmp_path_factory.mktemp("email-worker"),
+        env=env,
+    ) as running:
         yield running
 
 
@@ -54,8 +60,14 @@ def _address(tag: str, name: str) -> str:
     return f"{name}.{tag}@mail.example.com"
 
 
-def _campaign(campaigns, audience, messages, org_id, expression="user.attributes.tickets > 0",
-              **message_fields) -> campaign_pb2.Campaign:
+def _campaign(
+    campaigns,
+    audience,
+    messages,
+    org_id,
+    expression="user.attributes.tickets > 0",
+    **message_fields,
+) -> campaign_pb2.Campaign:
     edition = make_edition(audience, org_id)
     segment = make_segment(audience, edition, expression, name="Ticket holders")
     fields = {
@@ -65,40 +77,83 @@ def _campaign(campaigns, audience, messages, org_id, expression="user.attributes
         **message_fields,
     }
     message = make_email_message(messages, edition, **fields)
-    return make_campaign(campaigns, edition, channel=EMAIL, sms_body="",
-                         email_message_id=message.id, segment_id=segment.id)
+    return make_campaign(
+        campaigns,
+        edition,
+        channel=EMAIL,
+        sms_body="",
+        email_message_id=message.id,
+        segment_id=segment.id,
+    )
 
 
 def _holders(tag: str, names: list[str]) -> list:
-    return [user(name, email=_address(tag, name), first_name=name.capitalize(),
-                 email_consent=True, attributes={"tickets": 2}) for name in names]
+    return [
+        user(
+            name,
+            email=_address(tag, name),
+            first_name=name.capitalize(),
+            email_consent=True,
+            attributes={"tickets": 2},
+        )
+        for name in names
+    ]
 
 
 def test_send_now_delivers_one_personalised_message_to_each_eligible_user(
-        worker, smtp, campaigns, audience, messages, org_id):
+    worker, smtp, campaigns, audience, messages, org_id
+):
     tag = uuid.uuid4().hex[:8]
     campaign = _campaign(campaigns, audience, messages, org_id)
     eligible = ["ann", "bo", "cy", "dag", "eva"]
     people = [
         *_holders(tag, eligible),
         user("noemail", first_name="Nils", email_consent=True, attributes={"tickets": 1}),
-        user("noconsent", email=_address(tag, "noconsent"), first_name="Nora",
-             attributes={"tickets": 1}),
-        user("unsub", email=_address(tag, "unsub"), first_name="Ulf", email_consent=True,
-             email_unsubscribed=True, attributes={"tickets": 1}),
+        user(
+            "noconsent",
+            email=_address(tag, "noconsent"),
+            first_name="Nora",
+            attributes={"tickets": 1},
+        ),
+        user(
+            "unsub",
+            email=_address(tag, "unsub"),
+            first_name="Ulf",
+            email_consent=True,
+            email_unsubscribed=True,
+            attributes={"tickets": 1},
+        ),
         # Ann's address again, in other case: the second row of an address is skipped.
-        user("dup", email=_address(tag, "ann").upper().replace("MAIL.EXAMPLE.COM",
-                                                                  "mail.example.com"),
-             first_name="Dup", email_consent=True, attributes={"tickets": 1}),
-        user("suppressed", email=_address(tag, "bounced"), first_name="Sid",
-             email_consent=True, attributes={"tickets": 1}),
-        user("nomatch", email=_address(tag, "nomatch"), first_name="Max", email_consent=True,
-             attributes={"tickets": 0}),
+        user(
+            "dup",
+            email=_address(tag, "ann").upper().replace("MAIL.EXAMPLE.COM", "mail.example.com"),
+            first_name="Dup",
+            email_consent=True,
+            attributes={"tickets": 1},
+        ),
+        user(
+            "suppressed",
+            email=_address(tag, "bounced"),
+            first_name="Sid",
+            email_consent=True,
+            attributes={"tickets": 1},
+        ),
+        user(
+            "nomatch",
+            email=_address(tag, "nomatch"),
+            first_name="Max",
+            email_consent=True,
+            attributes={"tickets": 0},
+        ),
     ]
     ids = import_users(audience, org_id, campaign.edition_id, people)
     try:
-        Suppression.create(organization_id=org_id, channel="email",
-                           address=_address(tag, "bounced"), reason="hard bounce")
+        Suppression.create(
+            organization_id=org_id,
+            channel="email",
+            address=_address(tag, "bounced"),
+            reason="hard bounce",
+        )
     finally:
         release_connection()
 
@@ -106,7 +161,11 @@ def test_send_now_delivers_one_personalised_message_to_each_eligible_user(
     done = wait_final(campaigns, campaign.id, worker)
     assert done.status == SENT, (done, worker.output())
     assert (done.user_count, done.total_recipients, done.sent_count, done.failed_count) == (
-        10, 5, 5, 0)
+        10,
+        5,
+        5,
+        0,
+    )
 
     received = smtp.of_campaign(campaign.id)
     assert smtp.per_address(campaign.id) == {_address(tag, n): 1 for n in eligible}
@@ -125,7 +184,10 @@ def test_send_now_delivers_one_personalised_message_to_each_eligible_user(
         assert unsubscribe, msg["List-Unsubscribe"]
         token = signer.verify(unsubscribe.group(2), UNSUBSCRIBE)
         assert (token.campaign_id, token.user_id, token.purpose) == (
-            campaign.id, user_id, UNSUBSCRIBE)
+            campaign.id,
+            user_id,
+            UNSUBSCRIBE,
+        )
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert msg.get_content_type() == "multipart/alternative"
         text, html = msg.get_body(("plain",)), msg.get_body(("html",))
@@ -138,22 +200,30 @@ def test_send_now_delivers_one_personalised_message_to_each_eligible_user(
 
     rows = {r.user_id: r for r in assert_counters_match_ledger(campaigns, campaign.id)}
     assert ids["nomatch"] not in rows  # not in the segment: not a recipient at all
-    skipped = {name: rows[ids[name]].skip_reason for name in
-               ("noemail", "noconsent", "unsub", "dup", "suppressed")}
-    assert skipped == {"noemail": "no_address", "noconsent": "no_consent",
-                       "unsub": "unsubscribed", "dup": "duplicate_address",
-                       "suppressed": "suppressed"}
+    skipped = {
+        name: rows[ids[name]].skip_reason
+        for name in ("noemail", "noconsent", "unsub", "dup", "suppressed")
+    }
+    assert skipped == {
+        "noemail": "no_address",
+        "noconsent": "no_consent",
+        "unsub": "unsubscribed",
+        "dup": "duplicate_address",
+        "suppressed": "suppressed",
+    }
     assert all(rows[ids[name]].status == "skipped" for name in skipped)
     for name in eligible:
         row = rows[ids[name]]
         assert (row.status, row.attempts, row.skip_reason, row.last_error) == ("sent", 1, "", "")
         assert row.provider_message_id == (
-            f"<campaign-{campaign.id}.user-{ids[name]}@campaigns.local>")
+            f"<campaign-{campaign.id}.user-{ids[name]}@campaigns.local>"
+        )
         assert row.address == _address(tag, name)
 
 
 def test_transient_refusals_are_retried_and_permanent_ones_fail(
-        worker, smtp, campaigns, audience, messages, org_id):
+    worker, smtp, campaigns, audience, messages, org_id
+):
     tag = uuid.uuid4().hex[:8]
     campaign = _campaign(campaigns, audience, messages, org_id)
     names = ["later", "never", "fine", "busy"]
@@ -183,7 +253,8 @@ def test_transient_refusals_are_retried_and_permanent_ones_fail(
 
 
 def test_a_campaign_whose_every_message_is_refused_ends_failed(
-        worker, smtp, campaigns, audience, messages, org_id):
+    worker, smtp, campaigns, audience, messages, org_id
+):
     tag = uuid.uuid4().hex[:8]
     campaign = _campaign(campaigns, audience, messages, org_id)
     names = ["x", "y", "z"]
@@ -203,11 +274,17 @@ def test_a_campaign_whose_every_message_is_refused_ends_failed(
 
 
 def test_a_template_failing_for_one_user_fails_only_that_message(
-        worker, smtp, campaigns, audience, messages, org_id):
+    worker, smtp, campaigns, audience, messages, org_id
+):
     tag = uuid.uuid4().hex[:8]
     campaign = _campaign(
-        campaigns, audience, messages, org_id, expression="user.email_consent",
-        text_body="{{ user.first_name }}: {{ 100 // user.attributes.tickets }} euro each\n")
+        campaigns,
+        audience,
+        messages,
+        org_id,
+        expression="user.email_consent",
+        text_body="{{ user.first_name }}: {{ 100 // user.attributes.tickets }} euro each\n",
+    )
     people = _holders(tag, ["paid", "free"])
     people[1].attributes["tickets"] = 0  # 100 // 0 fails at render time, for this user only
     ids = import_users(audience, org_id, campaign.edition_id, people)
@@ -227,7 +304,8 @@ def test_a_template_failing_for_one_user_fails_only_that_message(
 
 
 def test_a_send_job_keeps_several_connections_busy(
-        worker, smtp, campaigns, audience, messages, org_id):
+    worker, smtp, campaigns, audience, messages, org_id
+):
     """SMTP_CONNECTIONS (2 by default): while one connection waits on a slow server, another
     carries on, so two slow recipients are in progress at the same time."""
     tag = uuid.uuid4().hex[:8]

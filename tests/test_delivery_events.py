@@ -37,12 +37,18 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(scope="module")
-def worker(app, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
-           ) -> Iterator[RunningWorker]:
+def worker(
+    app, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
+) -> Iterator[RunningWorker]:
     env = {**smtp.env(), "MAX_SEND_ATTEMPTS": str(MAX_ATTEMPTS)}
-    with start_worker(database_url=database_url, redis_url=redis_url,
-                      queue_name=settings.queue_name, repo_root=repo_root,
-                      log_dir=tmp_path_factory.mktemp("events-worker"), env=env) as running:
+    with start_worker(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_name=settings.queue_name,
+        repo_root=repo_root,
+        log_dir=tmp_path_factory.mktemp("events-worker"),
+        env=env,
+    ) as running:
         yield running
 
 
@@ -51,15 +57,21 @@ def delivery(channel) -> delivery_service_pb2_grpc.DeliveryServiceStub:
     return delivery_service_pb2_grpc.DeliveryServiceStub(channel)
 
 
-def _send(worker, smtp, campaigns, audience, messages, org_id, names, extra=()
-          ) -> tuple[int, dict[str, int], dict[str, str]]:
+def _send(
+    worker, smtp, campaigns, audience, messages, org_id, names, extra=()
+) -> tuple[int, dict[str, int], dict[str, str]]:
     """An email campaign to `names` (+ `extra` users); (campaign id, name -> user id,
     name -> its address)."""
     tag = uuid.uuid4().hex[:8]
     edition = make_edition(audience, org_id)
     message = make_email_message(messages, edition)
-    campaign = make_campaign(campaigns, edition, channel=campaign_pb2.CHANNEL_EMAIL,
-                             sms_body="", email_message_id=message.id)
+    campaign = make_campaign(
+        campaigns,
+        edition,
+        channel=campaign_pb2.CHANNEL_EMAIL,
+        sms_body="",
+        email_message_id=message.id,
+    )
     address = {n: f"{n}.{tag}@mail.example.com" for n in names}
     people = [user(n, email=address[n], first_name=n, email_consent=True) for n in names]
     ids = import_users(audience, org_id, edition.id, [*people, *extra])
@@ -73,14 +85,18 @@ def _message_ids(campaign_id: int) -> dict[int, str]:
 
 
 def test_duplicates_count_once_within_a_batch_and_across_batches(
-        worker, smtp, campaigns, audience, messages, delivery, org_id):
-    campaign_id, ids, _ = _send(worker, smtp, campaigns, audience, messages, org_id,
-                                ["ann", "bo", "cy"])
+    worker, smtp, campaigns, audience, messages, delivery, org_id
+):
+    campaign_id, ids, _ = _send(
+        worker, smtp, campaigns, audience, messages, org_id, ["ann", "bo", "cy"]
+    )
     ann_mid = _message_ids(campaign_id)[ids["ann"]]
     assert ann_mid.startswith(f"<campaign-{campaign_id}.user-")
     seen = dt.datetime(2030, 5, 1, 12, 0, 0)
-    bo, cy = {"campaign_id": campaign_id, "user_id": ids["bo"]}, {
-        "campaign_id": campaign_id, "user_id": ids["cy"]}
+    bo, cy = (
+        {"campaign_id": campaign_id, "user_id": ids["bo"]},
+        {"campaign_id": campaign_id, "user_id": ids["cy"]},
+    )
     batch = [
         event("delivered", event_id="mx-1", provider_message_id=ann_mid),
         event("delivered", event_id="mx-1", provider_message_id=ann_mid),  # same event_id
@@ -105,9 +121,18 @@ def test_duplicates_count_once_within_a_batch_and_across_batches(
 
 
 def test_events_name_a_message_either_way_and_bad_ones_are_rejected_alone(
-        worker, smtp, campaigns, audience, messages, delivery, org_id):
-    campaign_id, ids, _ = _send(worker, smtp, campaigns, audience, messages, org_id,
-                                ["dan", "eli"], extra=[user("nope", first_name="No")])
+    worker, smtp, campaigns, audience, messages, delivery, org_id
+):
+    campaign_id, ids, _ = _send(
+        worker,
+        smtp,
+        campaigns,
+        audience,
+        messages,
+        org_id,
+        ["dan", "eli"],
+        extra=[user("nope", first_name="No")],
+    )
     dan_mid = _message_ids(campaign_id)[ids["dan"]]
     response = record(
         delivery,
@@ -151,19 +176,22 @@ def test_an_empty_or_oversized_batch_is_invalid(campaigns, delivery):
     assert event_count() == before
 
 
-def test_a_full_batch_of_1000_is_taken(worker, smtp, campaigns, audience, messages, delivery,
-                                       org_id):
+def test_a_full_batch_of_1000_is_taken(
+    worker, smtp, campaigns, audience, messages, delivery, org_id
+):
     campaign_id, ids, _ = _send(worker, smtp, campaigns, audience, messages, org_id, ["fox"])
     fox = {"campaign_id": campaign_id, "user_id": ids["fox"]}
-    response = record(delivery, *[event("opened", event_id=f"open-{i}", **fox)
-                                  for i in range(1000)])
+    response = record(
+        delivery, *[event("opened", event_id=f"open-{i}", **fox) for i in range(1000)]
+    )
     assert (response.recorded, response.rejected) == (1000, 0)
     s = stats(campaigns, campaign_id)
     assert (s.opened, s.opens_total) == (1, 1000)
 
 
 def test_hard_bounces_and_complaints_suppress_and_unsubscribes_clear_consent(
-        worker, smtp, campaigns, audience, messages, delivery, org_id):
+    worker, smtp, campaigns, audience, messages, delivery, org_id
+):
     names = ["hard", "spam", "soft", "quit"]
     campaign_id, ids, address = _send(worker, smtp, campaigns, audience, messages, org_id, names)
     mids = _message_ids(campaign_id)
@@ -175,8 +203,10 @@ def test_hard_bounces_and_complaints_suppress_and_unsubscribes_clear_consent(
         event("unsubscribed", campaign_id=campaign_id, user_id=ids["quit"]),
     )
     assert (response.recorded, response.rejected) == (4, 0), response
-    assert suppressions(org_id) == {("email", address["hard"]): "hard_bounce",
-                                    ("email", address["spam"]): "complaint"}
+    assert suppressions(org_id) == {
+        ("email", address["hard"]): "hard_bounce",
+        ("email", address["spam"]): "complaint",
+    }
     assert suppressions(org_id + 1) == {}  # another organization may still write to them
 
     quitter = get_user(audience, ids["quit"])
@@ -205,19 +235,22 @@ def roster(worker, smtp, campaigns, audience, messages, delivery) -> tuple[int, 
     tag = uuid.uuid4().hex[:8]
     smtp.refuse(f"never.{tag}@mail.example.com", 550)
     smtp.refuse(f"busy.{tag}@mail.example.com", 451)
-    extra = [user(n, email=f"{n}.{tag}@mail.example.com", email_consent=True)
-             for n in ("never", "busy")]
-    extra += [user("noconsent", email=f"noconsent.{tag}@mail.example.com"),
-              user("nomail", email_consent=True)]
-    campaign_id, ids, _ = _send(worker, smtp, campaigns, audience, messages, org, RECIPIENTS,
-                                extra)
+    extra = [
+        user(n, email=f"{n}.{tag}@mail.example.com", email_consent=True) for n in ("never", "busy")
+    ]
+    extra += [
+        user("noconsent", email=f"noconsent.{tag}@mail.example.com"),
+        user("nomail", email_consent=True),
+    ]
+    campaign_id, ids, _ = _send(worker, smtp, campaigns, audience, messages, org, RECIPIENTS, extra)
     record(delivery, event("opened", campaign_id=campaign_id, user_id=ids["r2"]))
     return campaign_id, ids
 
 
 def _list(delivery, campaign_id: int, **fields) -> dpb.ListCampaignRecipientsResponse:
     return delivery.ListCampaignRecipients(
-        dpb.ListCampaignRecipientsRequest(campaign_id=campaign_id, **fields))
+        dpb.ListCampaignRecipientsRequest(campaign_id=campaign_id, **fields)
+    )
 
 
 def test_recipients_page_in_user_order(roster, delivery):
@@ -241,16 +274,24 @@ def test_recipients_filter_by_status_with_attempts_errors_reasons_and_times(rost
     assert sent.count == 7 and {r.user_id for r in sent.results} == {ids[n] for n in RECIPIENTS}
     for row in sent.results:
         assert (row.status, row.attempts, row.last_error, row.skip_reason) == (
-            dpb.RECIPIENT_STATUS_SENT, 1, "", "")
+            dpb.RECIPIENT_STATUS_SENT,
+            1,
+            "",
+            "",
+        )
         assert row.HasField("sent_at") and row.address.endswith("@mail.example.com")
-        assert row.provider_message_id == f"<campaign-{campaign_id}.user-{row.user_id}" \
-                                          "@campaigns.local>"
+        assert (
+            row.provider_message_id == f"<campaign-{campaign_id}.user-{row.user_id}"
+            "@campaigns.local>"
+        )
         opened = row.user_id == ids["r2"]
         assert row.HasField("opened_at") == opened and row.HasField("delivered_at") == opened
         assert not row.HasField("clicked_at") and not row.HasField("bounced_at")
 
-    failed = {r.user_id: r for r in _list(delivery, campaign_id,
-                                          status=dpb.RECIPIENT_STATUS_FAILED).results}
+    failed = {
+        r.user_id: r
+        for r in _list(delivery, campaign_id, status=dpb.RECIPIENT_STATUS_FAILED).results
+    }
     assert set(failed) == {ids["never"], ids["busy"]}
     never, busy = failed[ids["never"]], failed[ids["busy"]]
     assert (never.status, never.attempts) == (dpb.RECIPIENT_STATUS_FAILED, 1)
@@ -259,23 +300,31 @@ def test_recipients_filter_by_status_with_attempts_errors_reasons_and_times(rost
     assert busy.last_error.startswith(f"gave up after {MAX_ATTEMPTS} attempts: smtp 451")
     assert not never.HasField("sent_at") and not never.HasField("next_attempt_at")
 
-    skipped = {r.user_id: r for r in _list(delivery, campaign_id,
-                                           status=dpb.RECIPIENT_STATUS_SKIPPED).results}
+    skipped = {
+        r.user_id: r
+        for r in _list(delivery, campaign_id, status=dpb.RECIPIENT_STATUS_SKIPPED).results
+    }
     assert {u: r.skip_reason for u, r in skipped.items()} == {
-        ids["noconsent"]: "no_consent", ids["nomail"]: "no_address"}
+        ids["noconsent"]: "no_consent",
+        ids["nomail"]: "no_address",
+    }
     assert all(r.attempts == 0 and not r.HasField("sent_at") for r in skipped.values())
     assert _list(delivery, campaign_id, status=dpb.RECIPIENT_STATUS_PENDING).count == 0
 
 
-@pytest.mark.parametrize(("fields", "code"), [
-    ({"campaign_id": 10**15}, grpc.StatusCode.NOT_FOUND),
-    ({"campaign_id": 0}, grpc.StatusCode.INVALID_ARGUMENT),
-    ({"status": 99}, grpc.StatusCode.INVALID_ARGUMENT),
-    ({"page_size": 1001}, grpc.StatusCode.INVALID_ARGUMENT),
-    ({"page": -1}, grpc.StatusCode.INVALID_ARGUMENT),
-])
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"campaign_id": 10**15}, grpc.StatusCode.NOT_FOUND),
+        ({"campaign_id": 0}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"status": 99}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"page_size": 1001}, grpc.StatusCode.INVALID_ARGUMENT),
+        ({"page": -1}, grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
 def test_recipients_of_an_unknown_campaign_or_with_bad_filters_are_refused(
-        roster, delivery, fields, code):
+    roster, delivery, fields, code
+):
     request = {"campaign_id": roster[0], **fields}
     with pytest.raises(grpc.RpcError) as error:
         delivery.ListCampaignRecipients(dpb.ListCampaignRecipientsRequest(**request))

@@ -16,14 +16,16 @@ from rq import Queue
 
 from campaigns.v1 import campaign_pb2
 from campaigns.v1 import campaign_service_pb2 as cpb
-from jobs import claims, context, kickoff
-from jobs import ledger as ledger_sql
-from jobs.calculate import calculate
-from jobs.delivery import send
-from server import transitions
-from server.db import release_connection
-from server.models import Campaign, Delivery, DeliveryStatus, utcnow
-from server.status import Action
+from jobs import context
+from jobs.pipeline import kickoff
+from jobs.pipeline.calculate import calculate
+from jobs.pipeline.send import send
+from server.campaigns import transitions
+from server.core.status import Action
+from server.store import leases
+from server.store import ledger as ledger_store
+from server.store.db import release_connection
+from server.store.models import Campaign, Delivery, DeliveryStatus, utcnow
 from tests.delivery_fixtures import (
     RunningWorker,
     SmtpSink,
@@ -54,13 +56,19 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(scope="module")
-def worker(app, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
-           ) -> Iterator[RunningWorker]:
+def worker(
+    app, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
+) -> Iterator[RunningWorker]:
     # Default claim and group sizes (200, 50): a group of 50 waits seconds for its permits.
     env = {**smtp.env(), "EMAIL_RATE_LIMIT": str(RATE), "STALE_SECONDS": "2"}
-    with start_worker(database_url=database_url, redis_url=redis_url,
-                      queue_name=settings.queue_name, repo_root=repo_root,
-                      log_dir=tmp_path_factory.mktemp("lifecycle-worker"), env=env) as running:
+    with start_worker(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_name=settings.queue_name,
+        repo_root=repo_root,
+        log_dir=tmp_path_factory.mktemp("lifecycle-worker"),
+        env=env,
+    ) as running:
         yield running
 
 
@@ -77,20 +85,38 @@ def jobs_env(monkeypatch, database_url, redis_url, settings) -> Iterator[None]:
     context.settings.cache_clear()
 
 
-def _campaign(campaigns, audience, messages, org_id, count: int,
-              expression: str = "user.email_consent", consent: bool = True
-              ) -> tuple[campaign_pb2.Campaign, list[str]]:
+def _campaign(
+    campaigns,
+    audience,
+    messages,
+    org_id,
+    count: int,
+    expression: str = "user.email_consent",
+    consent: bool = True,
+) -> tuple[campaign_pb2.Campaign, list[str]]:
     """An email campaign to `count` imported users; their addresses."""
     edition = make_edition(audience, org_id)
     segment = make_segment(audience, edition, expression)
     message = make_email_message(messages, edition)
-    campaign = make_campaign(campaigns, edition, channel=EMAIL, sms_body="",
-                             email_message_id=message.id, segment_id=segment.id)
+    campaign = make_campaign(
+        campaigns,
+        edition,
+        channel=EMAIL,
+        sms_body="",
+        email_message_id=message.id,
+        segment_id=segment.id,
+    )
     tag = uuid.uuid4().hex[:8]
     addresses = [f"u{i}.{tag}@mail.example.com" for i in range(count)]
-    import_users(audience, org_id, edition.id, [
-        user(f"u{i}-{tag}", email=address, first_name=f"U{i}", email_consent=consent)
-        for i, address in enumerate(addresses)])
+    import_users(
+        audience,
+        org_id,
+        edition.id,
+        [
+            user(f"u{i}-{tag}", email=address, first_name=f"U{i}", email_consent=consent)
+            for i, address in enumerate(addresses)
+        ],
+    )
     return campaign, addresses
 
 
@@ -99,7 +125,8 @@ def _exactly_once(smtp: SmtpSink, campaign_id: int, addresses: list[str]) -> Non
 
 
 def test_a_scheduled_campaign_starts_on_time_and_not_before(
-        worker, smtp, campaigns, audience, messages, org_id):
+    worker, smtp, campaigns, audience, messages, org_id
+):
     campaign, addresses = _campaign(campaigns, audience, messages, org_id, 3)
     now = dt.datetime.now(dt.UTC)
     when = (now + dt.timedelta(seconds=3)).replace(microsecond=700_000)
@@ -141,7 +168,8 @@ def test_cancel_stops_a_send_in_progress(worker, smtp, campaigns, audience, mess
     received = smtp.of_campaign(campaign.id)
     assert len(received) == settled < len(addresses), worker.output()
     assert max(r.at for r in received) < cancelled_at + 1.0, (
-        f"{sum(r.at > cancelled_at for r in received)} messages left after the cancel")
+        f"{sum(r.at > cancelled_at for r in received)} messages left after the cancel"
+    )
     assert set(smtp.per_address(campaign.id).values()) == {1}
 
     def released() -> bool:
@@ -161,10 +189,12 @@ def test_cancel_stops_a_send_in_progress(worker, smtp, campaigns, audience, mess
 
 
 def test_nobody_to_send_to_finishes_sent_at_once(
-        worker, smtp, campaigns, audience, messages, org_id):
+    worker, smtp, campaigns, audience, messages, org_id
+):
     nobody, _ = _campaign(campaigns, audience, messages, org_id, 2, expression="false")
-    no_consent, _ = _campaign(campaigns, audience, messages, org_id, 2, consent=False,
-                              expression="true")
+    no_consent, _ = _campaign(
+        campaigns, audience, messages, org_id, 2, consent=False, expression="true"
+    )
     started = time.monotonic()
     for campaign in (nobody, no_consent):
         send_now(campaigns, campaign.id)
@@ -182,12 +212,14 @@ def test_nobody_to_send_to_finishes_sent_at_once(
 
 
 def test_a_repeated_start_sends_nothing_twice(
-        jobs_env, worker, smtp, campaigns, audience, messages, org_id, settings):
+    jobs_env, worker, smtp, campaigns, audience, messages, org_id, settings
+):
     campaign, addresses = _campaign(campaigns, audience, messages, org_id, 12)
     send_now(campaigns, campaign.id)  # enqueues start-<id>
     # The same hand-off again (a retried enqueue), and this process starting it too.
     Queue(settings.queue_name, connection=context.shared_redis()).enqueue(
-        kickoff.start, campaign.id, job_id=f"start-{campaign.id}-again")
+        kickoff.start, campaign.id, job_id=f"start-{campaign.id}-again"
+    )
     kickoff.start(campaign.id)
     done = wait_final(campaigns, campaign.id, worker)
     assert done.status == SENT, (done, worker.output())
@@ -203,7 +235,8 @@ def test_a_repeated_start_sends_nothing_twice(
 
 
 def test_a_calculation_racing_another_one_changes_nothing(
-        jobs_env, worker, smtp, campaigns, audience, messages, org_id, monkeypatch):
+    jobs_env, worker, smtp, campaigns, audience, messages, org_id, monkeypatch
+):
     """Calculation A is slow: between freezing the ledger and counting what is pending, a
     calculation B runs whole and the worker claims every row (the last one is slow to send).
     A must leave the campaign alone: it is B's now."""
@@ -211,12 +244,13 @@ def test_a_calculation_racing_another_one_changes_nothing(
     smtp.slow_down(addresses[-1], 1.5)
     transitions.apply(campaign.id, Action.SEND_NOW, heartbeat_at=utcnow())  # no hand-off
     release_connection()
-    real = ledger_sql.skip_suppressed
+    real = ledger_store.skip_suppressed
     calls: list[str] = []
 
     def all_claimed() -> bool:
         return get(campaigns, campaign.id).status == SENDING and not any(
-            r.status == "pending" for r in ledger(campaign.id))
+            r.status == "pending" for r in ledger(campaign.id)
+        )
 
     def slow_skip_suppressed(*args):
         calls.append("call")
@@ -225,7 +259,7 @@ def test_a_calculation_racing_another_one_changes_nothing(
             assert wait_until(all_claimed, 10), worker.output()
         return real(*args)
 
-    monkeypatch.setattr(ledger_sql, "skip_suppressed", slow_skip_suppressed)
+    monkeypatch.setattr(ledger_store, "skip_suppressed", slow_skip_suppressed)
     assert kickoff.start(campaign.id) == "lost race"  # A
     assert get(campaigns, campaign.id).status == SENDING
     done = wait_final(campaigns, campaign.id, worker)
@@ -236,23 +270,29 @@ def test_a_calculation_racing_another_one_changes_nothing(
 
 
 def test_the_sweep_resumes_a_campaign_whose_worker_died(
-        jobs_env, worker, smtp, campaigns, audience, messages, org_id, monkeypatch):
+    jobs_env, worker, smtp, campaigns, audience, messages, org_id, monkeypatch
+):
     campaign, addresses = _campaign(campaigns, audience, messages, org_id, 6)
     transitions.apply(campaign.id, Action.SEND_NOW, heartbeat_at=utcnow())
     # The worker calculates, then dies before starting any send job...
-    monkeypatch.setattr("jobs.calculate.start_senders", lambda *args: None)
+    monkeypatch.setattr("jobs.pipeline.calculate.start_senders", lambda *args: None)
     assert calculate(campaign.id) == "sending"
     # ...or rather, its send job died with 2 rows taken into "sending" (they may have left:
     # never to be sent again), and 1 row claimed the way earlier versions did before marking
     # it (nothing left: it goes back to pending).
-    ambiguous = [row.id for row, _ in claims.take(campaign.id, "dead-worker", 2, 0)]
-    claimed = Delivery.select(Delivery.id).where(
-        (Delivery.campaign == campaign.id) & (Delivery.status == DeliveryStatus.PENDING)
-    ).limit(1).scalar()
-    Delivery.update(status=DeliveryStatus.CLAIMED, lease_owner="dead-worker",
-                    lease_expires_at=utcnow()).where(Delivery.id == claimed).execute()
+    ambiguous = [row.id for row, _ in leases.take(campaign.id, "dead-worker", 2, 0)]
+    claimed = (
+        Delivery.select(Delivery.id)
+        .where((Delivery.campaign == campaign.id) & (Delivery.status == DeliveryStatus.PENDING))
+        .limit(1)
+        .scalar()
+    )
+    Delivery.update(
+        status=DeliveryStatus.CLAIMED, lease_owner="dead-worker", lease_expires_at=utcnow()
+    ).where(Delivery.id == claimed).execute()
     Campaign.update(heartbeat_at=utcnow() - dt.timedelta(seconds=30)).where(
-        Campaign.id == campaign.id).execute()
+        Campaign.id == campaign.id
+    ).execute()
     release_connection()
 
     done = wait_final(campaigns, campaign.id, worker, timeout=10)
@@ -266,12 +306,12 @@ def test_the_sweep_resumes_a_campaign_whose_worker_died(
 
 
 def test_watch_follows_a_send_to_its_final_figures(
-        worker, smtp, campaigns, audience, messages, org_id):
+    worker, smtp, campaigns, audience, messages, org_id
+):
     # Two groups (50 and 1); the last message is slow, so the first group's figures show.
     campaign, addresses = _campaign(campaigns, audience, messages, org_id, 51)
     smtp.slow_down(addresses[-1], 1.0)
-    stream = campaigns.WatchCampaignStats(cpb.WatchCampaignStatsRequest(id=campaign.id),
-                                          timeout=30)
+    stream = campaigns.WatchCampaignStats(cpb.WatchCampaignStatsRequest(id=campaign.id), timeout=30)
     seen: list[cpb.WatchCampaignStatsResponse] = []
     reader = threading.Thread(target=lambda: seen.extend(stream), daemon=True)
     reader.start()

@@ -35,11 +35,17 @@ def twilio() -> Iterator[FakeTwilio]:
 
 
 @pytest.fixture(scope="module")
-def worker(app, database_url, redis_url, settings, repo_root, twilio, tmp_path_factory
-           ) -> Iterator[RunningWorker]:
-    with start_worker(database_url=database_url, redis_url=redis_url,
-                      queue_name=settings.queue_name, repo_root=repo_root,
-                      log_dir=tmp_path_factory.mktemp("sms-worker"), env=twilio.env()) as running:
+def worker(
+    app, database_url, redis_url, settings, repo_root, twilio, tmp_path_factory
+) -> Iterator[RunningWorker]:
+    with start_worker(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_name=settings.queue_name,
+        repo_root=repo_root,
+        log_dir=tmp_path_factory.mktemp("sms-worker"),
+        env=twilio.env(),
+    ) as running:
         yield running
 
 
@@ -49,16 +55,25 @@ def _numbers(count: int) -> list[str]:
     return [f"+45{start + i}" for i in range(count)]
 
 
-def _campaign(campaigns, audience, org_id, expression="user.attributes.vip"
-              ) -> campaign_pb2.Campaign:
+def _campaign(
+    campaigns, audience, org_id, expression="user.attributes.vip"
+) -> campaign_pb2.Campaign:
     edition = make_edition(audience, org_id)
     segment = make_segment(audience, edition, expression, name="VIPs")
     return make_campaign(campaigns, edition, segment_id=segment.id, sms_body=BODY)
 
 
 def _vips(names: list[str], numbers: list[str]) -> list:
-    return [user(name, phone=number, first_name=name.capitalize(), sms_consent=True,
-                 attributes={"vip": True}) for name, number in zip(names, numbers, strict=True)]
+    return [
+        user(
+            name,
+            phone=number,
+            first_name=name.capitalize(),
+            sms_consent=True,
+            attributes={"vip": True},
+        )
+        for name, number in zip(names, numbers, strict=True)
+    ]
 
 
 def test_send_now_texts_every_eligible_user_once(worker, twilio, campaigns, audience, org_id):
@@ -67,15 +82,30 @@ def test_send_now_texts_every_eligible_user_once(worker, twilio, campaigns, audi
     numbers = _numbers(8)
     people = [
         *_vips(eligible, numbers[:4]),
-        user("nophone", first_name="Nils", sms_consent=True, email="nils@example.com",
-             attributes={"vip": True}),
+        user(
+            "nophone",
+            first_name="Nils",
+            sms_consent=True,
+            email="nils@example.com",
+            attributes={"vip": True},
+        ),
         user("noconsent", phone=numbers[4], first_name="Nora", attributes={"vip": True}),
-        user("unsub", phone=numbers[5], first_name="Ulf", sms_consent=True,
-             sms_unsubscribed=True, attributes={"vip": True}),
-        user("dup", phone=numbers[0], first_name="Dup", sms_consent=True,
-             attributes={"vip": True}),
-        user("nomatch", phone=numbers[7], first_name="Max", sms_consent=True,
-             attributes={"vip": False}),
+        user(
+            "unsub",
+            phone=numbers[5],
+            first_name="Ulf",
+            sms_consent=True,
+            sms_unsubscribed=True,
+            attributes={"vip": True},
+        ),
+        user("dup", phone=numbers[0], first_name="Dup", sms_consent=True, attributes={"vip": True}),
+        user(
+            "nomatch",
+            phone=numbers[7],
+            first_name="Max",
+            sms_consent=True,
+            attributes={"vip": False},
+        ),
     ]
     ids = import_users(audience, org_id, campaign.edition_id, people)
 
@@ -83,7 +113,11 @@ def test_send_now_texts_every_eligible_user_once(worker, twilio, campaigns, audi
     done = wait_final(campaigns, campaign.id, worker)
     assert done.status == SENT, (done, worker.output())
     assert (done.user_count, done.total_recipients, done.sent_count, done.failed_count) == (
-        8, 4, 4, 0)
+        8,
+        4,
+        4,
+        0,
+    )
 
     rows = {r.user_id: r for r in assert_counters_match_ledger(campaigns, campaign.id)}
     for name, number in zip(eligible, numbers, strict=False):
@@ -97,15 +131,21 @@ def test_send_now_texts_every_eligible_user_once(worker, twilio, campaigns, audi
     for number in numbers[4:]:
         assert twilio.to(number) == []
     assert ids["nomatch"] not in rows
-    skipped = {name: rows[ids[name]].skip_reason for name in ("nophone", "noconsent", "unsub",
-                                                               "dup")}
-    assert skipped == {"nophone": "no_address", "noconsent": "no_consent",
-                       "unsub": "unsubscribed", "dup": "duplicate_address"}
+    skipped = {
+        name: rows[ids[name]].skip_reason for name in ("nophone", "noconsent", "unsub", "dup")
+    }
+    assert skipped == {
+        "nophone": "no_address",
+        "noconsent": "no_consent",
+        "unsub": "unsubscribed",
+        "dup": "duplicate_address",
+    }
     assert twilio.unauthorised == 0
 
 
 def test_rate_limits_and_server_errors_are_retried_and_a_400_fails(
-        worker, twilio, campaigns, audience, org_id):
+    worker, twilio, campaigns, audience, org_id
+):
     campaign = _campaign(campaigns, audience, org_id)
     names = ["limited", "flaky", "bad", "ok"]
     numbers = _numbers(4)
@@ -131,7 +171,8 @@ def test_rate_limits_and_server_errors_are_retried_and_a_400_fails(
 
 
 def test_refused_credentials_fail_the_campaign_with_the_reason(
-        worker, twilio, campaigns, audience, org_id):
+    worker, twilio, campaigns, audience, org_id
+):
     campaign = _campaign(campaigns, audience, org_id)
     numbers = _numbers(3)
     import_users(audience, org_id, campaign.edition_id, _vips(["a", "b", "c"], numbers))

@@ -16,8 +16,12 @@ MISSING_ID = 9_000_000_000_000
 
 def _edition(org_id: int, **fields: str) -> edition_pb2.Edition:
     values = {
-        "name": "Roskilde 2027", "timezone": "Europe/Copenhagen", "default_country_code": "+45",
-        "default_language": "da", "start_date": "2027-06-26", "end_date": "2027-07-03",
+        "name": "Roskilde 2027",
+        "timezone": "Europe/Copenhagen",
+        "default_country_code": "+45",
+        "default_language": "da",
+        "start_date": "2027-06-26",
+        "end_date": "2027-07-03",
     }
     values.update(fields)
     return edition_pb2.Edition(organization_id=org_id, **values)
@@ -29,7 +33,8 @@ def _create(audience, edition: edition_pb2.Edition) -> edition_pb2.Edition:
 
 def _update(audience, edition_id: int, paths: list[str], **fields: str) -> edition_pb2.Edition:
     request = apb.UpdateEditionRequest(
-        id=edition_id, edition=edition_pb2.Edition(**fields),
+        id=edition_id,
+        edition=edition_pb2.Edition(**fields),
         update_mask=field_mask_pb2.FieldMask(paths=paths),
     )
     return audience.UpdateEdition(request).edition
@@ -47,7 +52,9 @@ def test_create_get_round_trip(audience, org_id):
     assert created.organization_id == org_id
     assert created.name == "Roskilde 2027"  # stored trimmed
     assert (created.timezone, created.default_country_code, created.default_language) == (
-        "Europe/Copenhagen", "+45", "da"
+        "Europe/Copenhagen",
+        "+45",
+        "da",
     )
     assert (created.start_date, created.end_date) == ("2027-06-26", "2027-07-03")
     assert created.HasField("created") and created.HasField("modified")
@@ -56,33 +63,40 @@ def test_create_get_round_trip(audience, org_id):
 
 
 def test_optional_fields_may_be_empty(audience, org_id):
-    created = _create(audience, edition_pb2.Edition(
-        organization_id=org_id, name="Minimal", timezone="UTC"))
+    created = _create(
+        audience, edition_pb2.Edition(organization_id=org_id, name="Minimal", timezone="UTC")
+    )
     got = audience.GetEdition(apb.GetEditionRequest(id=created.id)).edition
     assert (got.default_country_code, got.default_language, got.start_date, got.end_date) == (
-        "", "", "", ""
+        "",
+        "",
+        "",
+        "",
     )
 
 
-@pytest.mark.parametrize(("fields", "bad"), [
-    ({"name": ""}, "name"),
-    ({"name": "   "}, "name"),
-    ({"name": "x" * 256}, "name"),
-    ({"timezone": "Mars/Base"}, "timezone"),
-    ({"timezone": ""}, "timezone"),
-    ({"timezone": "Europe"}, "timezone"),  # a directory of the tz database, not a zone
-    ({"timezone": "../etc/passwd"}, "timezone"),
-    ({"default_country_code": "45"}, "default_country_code"),
-    ({"default_country_code": "+abc"}, "default_country_code"),
-    ({"default_country_code": "+"}, "default_country_code"),
-    ({"default_country_code": "+123456"}, "default_country_code"),
-    ({"default_country_code": "+\u0664\u0665"}, "default_country_code"),  # Arabic-Indic digits
-    ({"default_language": "x" * 36}, "default_language"),
-    ({"start_date": "2027-02-30"}, "start_date"),
-    ({"start_date": "26/06/2027"}, "start_date"),
-    ({"end_date": "soon"}, "end_date"),
-    ({"start_date": "2027-07-03", "end_date": "2027-06-26"}, "end_date"),
-])
+@pytest.mark.parametrize(
+    ("fields", "bad"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 256}, "name"),
+        ({"timezone": "Mars/Base"}, "timezone"),
+        ({"timezone": ""}, "timezone"),
+        ({"timezone": "Europe"}, "timezone"),  # a directory of the tz database, not a zone
+        ({"timezone": "../etc/passwd"}, "timezone"),
+        ({"default_country_code": "45"}, "default_country_code"),
+        ({"default_country_code": "+abc"}, "default_country_code"),
+        ({"default_country_code": "+"}, "default_country_code"),
+        ({"default_country_code": "+123456"}, "default_country_code"),
+        ({"default_country_code": "+\u0664\u0665"}, "default_country_code"),  # Arabic-Indic digits
+        ({"default_language": "x" * 36}, "default_language"),
+        ({"start_date": "2027-02-30"}, "start_date"),
+        ({"start_date": "26/06/2027"}, "start_date"),
+        ({"end_date": "soon"}, "end_date"),
+        ({"start_date": "2027-07-03", "end_date": "2027-06-26"}, "end_date"),
+    ],
+)
 def test_create_rejects_bad_field(audience, org_id, fields, bad):
     request = apb.CreateEditionRequest(edition=_edition(org_id, **fields))
     error = _fails(audience.CreateEdition, request)
@@ -92,13 +106,19 @@ def test_create_rejects_bad_field(audience, org_id, fields, bad):
 
 
 def test_create_reports_every_bad_field_at_once(audience):
-    request = apb.CreateEditionRequest(edition=edition_pb2.Edition(
-        name=" ", timezone="Mars/Base", default_country_code="45", start_date="x"))
+    request = apb.CreateEditionRequest(
+        edition=edition_pb2.Edition(
+            name=" ", timezone="Mars/Base", default_country_code="45", start_date="x"
+        )
+    )
     error = _fails(audience.CreateEdition, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(error) == {
-        "edition.organization_id", "edition.name", "edition.timezone",
-        "edition.default_country_code", "edition.start_date",
+        "edition.organization_id",
+        "edition.name",
+        "edition.timezone",
+        "edition.default_country_code",
+        "edition.start_date",
     }
 
 
@@ -110,8 +130,14 @@ def test_get_missing_edition_is_not_found(audience):
 
 def test_update_changes_only_masked_fields(audience, org_id):
     created = _create(audience, _edition(org_id))
-    updated = _update(audience, created.id, ["name", "timezone"], name="Renamed",
-                      timezone="America/New_York", default_language="en")
+    updated = _update(
+        audience,
+        created.id,
+        ["name", "timezone"],
+        name="Renamed",
+        timezone="America/New_York",
+        default_language="en",
+    )
     assert (updated.name, updated.timezone) == ("Renamed", "America/New_York")
     assert updated.default_language == "da"  # not in the mask: unchanged
     assert updated.created == created.created
@@ -126,14 +152,17 @@ def test_update_can_clear_optional_fields(audience, org_id):
     assert updated.name == created.name
 
 
-@pytest.mark.parametrize(("paths", "fields", "bad"), [
-    (["name"], {"name": " "}, "name"),
-    (["timezone"], {"timezone": "Mars/Base"}, "timezone"),
-    (["default_country_code"], {"default_country_code": "+abc"}, "default_country_code"),
-    (["start_date"], {"start_date": "2027-13-01"}, "start_date"),
-    # The merged edition is checked: an end before the stored start is refused.
-    (["end_date"], {"end_date": "2027-01-01"}, "end_date"),
-])
+@pytest.mark.parametrize(
+    ("paths", "fields", "bad"),
+    [
+        (["name"], {"name": " "}, "name"),
+        (["timezone"], {"timezone": "Mars/Base"}, "timezone"),
+        (["default_country_code"], {"default_country_code": "+abc"}, "default_country_code"),
+        (["start_date"], {"start_date": "2027-13-01"}, "start_date"),
+        # The merged edition is checked: an end before the stored start is refused.
+        (["end_date"], {"end_date": "2027-01-01"}, "end_date"),
+    ],
+)
 def test_update_rejects_bad_field(audience, org_id, paths, fields, bad):
     created = _create(audience, _edition(org_id))
     error = _fails(lambda: _update(audience, created.id, paths, **fields))
@@ -164,7 +193,8 @@ def test_list_pages_newest_first(audience, org_id):
 
     def page(number: int) -> apb.ListEditionsResponse:
         return audience.ListEditions(
-            apb.ListEditionsRequest(organization_id=org_id, page=number, page_size=2))
+            apb.ListEditionsRequest(organization_id=org_id, page=number, page_size=2)
+        )
 
     pages = [page(n) for n in (1, 2, 3)]
     assert [p.count for p in pages] == [5, 5, 5]
@@ -191,13 +221,19 @@ def test_list_of_empty_organization_is_one_empty_page(audience, org_id):
     assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
 
 
-@pytest.mark.parametrize(("page", "page_size", "bad"), [
-    (-1, 0, {"page"}), (0, -1, {"page_size"}), (0, 1001, {"page_size"}),
-    (-2, 5000, {"page", "page_size"}),
-])
+@pytest.mark.parametrize(
+    ("page", "page_size", "bad"),
+    [
+        (-1, 0, {"page"}),
+        (0, -1, {"page_size"}),
+        (0, 1001, {"page_size"}),
+        (-2, 5000, {"page", "page_size"}),
+    ],
+)
 def test_list_rejects_bad_paging(audience, org_id, page, page_size, bad):
     with pytest.raises(grpc.RpcError) as info:
         audience.ListEditions(
-            apb.ListEditionsRequest(organization_id=org_id, page=page, page_size=page_size))
+            apb.ListEditionsRequest(organization_id=org_id, page=page, page_size=page_size)
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(info.value) == bad

@@ -57,9 +57,9 @@ from campaigns.v1 import (
 from campaigns.v1 import campaign_service_pb2 as cpb
 from server.app import App
 from server.config import Settings
-from server.health import HealthReporter
-from server.models import Campaign, Delivery, DeliveryStatus
 from server.rpc.errors import to_status
+from server.rpc.health import HealthReporter
+from server.store.models import Campaign, Delivery, DeliveryStatus
 from tests import pgcluster
 from tests.delivery_fixtures import (
     SmtpSink,
@@ -130,27 +130,43 @@ class Server:
 
 
 @contextmanager
-def run_server(database_url: str, redis_url: str, queue_name: str, repo_root: Path,
-               log_dir: Path) -> Iterator[Server]:
+def run_server(
+    database_url: str, redis_url: str, queue_name: str, repo_root: Path, log_dir: Path
+) -> Iterator[Server]:
     """`python -m server` on 127.0.0.1 with fast health probes; ready once it says SERVING."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-           "CAMPAIGNS_QUEUE": queue_name, "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(port),
-           "DEV_MODE": "1", "HEALTH_INTERVAL": str(HEALTH_INTERVAL), "GRPC_THREADS": "8",
-           "MAX_WATCHERS": "4", "DB_POOL_SIZE": "8"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CAMPAIGNS_QUEUE": queue_name,
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(port),
+        "DEV_MODE": "1",
+        "HEALTH_INTERVAL": str(HEALTH_INTERVAL),
+        "GRPC_THREADS": "8",
+        "MAX_WATCHERS": "4",
+        "DB_POOL_SIZE": "8",
+    }
     log = log_dir / "server.log"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=repo_root, env=env,
-                                stdout=sink, stderr=sink)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server"], cwd=repo_root, env=env, stdout=sink, stderr=sink
+        )
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    server = Server(proc, log, channel,
-                    campaign_service_pb2_grpc.CampaignServiceStub(channel),
-                    audience_service_pb2_grpc.AudienceServiceStub(channel),
-                    email_message_service_pb2_grpc.EmailMessageServiceStub(channel),
-                    health_pb2_grpc.HealthStub(channel))
+    server = Server(
+        proc,
+        log,
+        channel,
+        campaign_service_pb2_grpc.CampaignServiceStub(channel),
+        audience_service_pb2_grpc.AudienceServiceStub(channel),
+        email_message_service_pb2_grpc.EmailMessageServiceStub(channel),
+        health_pb2_grpc.HealthStub(channel),
+    )
     try:
-        assert wait_until(lambda: proc.poll() is not None or statuses(server) == {SERVING},
-                          20, 0.1), server.output()
+        assert wait_until(
+            lambda: proc.poll() is not None or statuses(server) == {SERVING}, 20, 0.1
+        ), server.output()
         assert proc.poll() is None, server.output()
         yield server
     finally:
@@ -171,8 +187,11 @@ def statuses(server: Server) -> set[int]:
     out = set()
     for service in SERVICES:
         try:
-            out.add(server.health.Check(health_pb2.HealthCheckRequest(service=service),
-                                        timeout=2).status)
+            out.add(
+                server.rpc.health.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=2
+                ).status
+            )
         except grpc.RpcError:
             out.add(UNREACHABLE)
     return out
@@ -203,29 +222,51 @@ def reads(server: Server, campaign: campaign_pb2.Campaign) -> dict[str, str]:
     """A read of each kind (campaigns, stats, editions, users) and how it ended."""
     org, edition = campaign.organization_id, campaign.edition_id
     return {
-        "GetCampaign": outcome(lambda: server.campaigns.GetCampaign(
-            cpb.GetCampaignRequest(id=campaign.id), timeout=5)),
-        "GetCampaignStats": outcome(lambda: server.campaigns.GetCampaignStats(
-            cpb.GetCampaignStatsRequest(id=campaign.id), timeout=5)),
-        "ListCampaigns": outcome(lambda: server.campaigns.ListCampaigns(
-            cpb.ListCampaignsRequest(organization_id=org), timeout=5)),
-        "ListEditions": outcome(lambda: server.audience.ListEditions(
-            apb.ListEditionsRequest(organization_id=org), timeout=5)),
-        "ListUsers": outcome(lambda: server.audience.ListUsers(
-            apb.ListUsersRequest(organization_id=org, edition_id=edition), timeout=5)),
+        "GetCampaign": outcome(
+            lambda: server.campaigns.commands.GetCampaign(
+                cpb.GetCampaignRequest(id=campaign.id), timeout=5
+            )
+        ),
+        "GetCampaignStats": outcome(
+            lambda: server.campaigns.commands.GetCampaignStats(
+                cpb.GetCampaignStatsRequest(id=campaign.id), timeout=5
+            )
+        ),
+        "ListCampaigns": outcome(
+            lambda: server.campaigns.commands.ListCampaigns(
+                cpb.ListCampaignsRequest(organization_id=org), timeout=5
+            )
+        ),
+        "ListEditions": outcome(
+            lambda: server.audience.ListEditions(
+                apb.ListEditionsRequest(organization_id=org), timeout=5
+            )
+        ),
+        "ListUsers": outcome(
+            lambda: server.audience.ListUsers(
+                apb.ListUsersRequest(organization_id=org, edition_id=edition), timeout=5
+            )
+        ),
     }
 
 
-def create_request(campaign: campaign_pb2.Campaign, name: str, request_id: str
-                   ) -> cpb.CreateCampaignRequest:
+def create_request(
+    campaign: campaign_pb2.Campaign, name: str, request_id: str
+) -> cpb.CreateCampaignRequest:
     return cpb.CreateCampaignRequest(
-        organization_id=campaign.organization_id, edition_id=campaign.edition_id,
-        segment_id=campaign.segment_id, name=name, channel=campaign_pb2.CHANNEL_SMS,
-        sms_body="Doors open", request_id=request_id)
+        organization_id=campaign.organization_id,
+        edition_id=campaign.edition_id,
+        segment_id=campaign.segment_id,
+        name=name,
+        channel=campaign_pb2.CHANNEL_SMS,
+        sms_body="Doors open",
+        request_id=request_id,
+    )
 
 
-def seconds_until(predicate: Callable[[], bool], timeout: float, since: float | None = None
-                  ) -> float:
+def seconds_until(
+    predicate: Callable[[], bool], timeout: float, since: float | None = None
+) -> float:
     """Seconds from `since` (default: now) until `predicate` holds; fails after `timeout`."""
     started = time.monotonic() if since is None else since
     while not predicate():
@@ -241,24 +282,38 @@ def sent_rows(campaign_id: int) -> int:
 # --- campaigns and their end ----------------------------------------------------------------
 
 
-def email_campaign(campaigns: Any, audience: Any, messages: Any, org_id: int,
-                   count: int = RECIPIENTS) -> tuple[campaign_pb2.Campaign, list[str]]:
+def email_campaign(
+    campaigns: Any, audience: Any, messages: Any, org_id: int, count: int = RECIPIENTS
+) -> tuple[campaign_pb2.Campaign, list[str]]:
     """An email campaign to `count` imported users; their addresses."""
     edition = make_edition(audience, org_id)
     segment = make_segment(audience, edition, "user.email_consent")
     message = make_email_message(messages, edition)
-    campaign = make_campaign(campaigns, edition, channel=campaign_pb2.CHANNEL_EMAIL,
-                             sms_body="", email_message_id=message.id, segment_id=segment.id)
+    campaign = make_campaign(
+        campaigns,
+        edition,
+        channel=campaign_pb2.CHANNEL_EMAIL,
+        sms_body="",
+        email_message_id=message.id,
+        segment_id=segment.id,
+    )
     tag = uuid.uuid4().hex[:8]
     addresses = [f"f{i}.{tag}@mail.example.com" for i in range(count)]
-    import_users(audience, org_id, edition.id, [
-        user(f"f{i}-{tag}", email=address, first_name=f"F{i}", email_consent=True)
-        for i, address in enumerate(addresses)])
+    import_users(
+        audience,
+        org_id,
+        edition.id,
+        [
+            user(f"f{i}-{tag}", email=address, first_name=f"F{i}", email_consent=True)
+            for i, address in enumerate(addresses)
+        ],
+    )
     return campaign, addresses
 
 
-def assert_delivered_once(campaigns: Any, campaign_id: int, smtp: SmtpSink,
-                          addresses: list[str]) -> Counter[str]:
+def assert_delivered_once(
+    campaigns: Any, campaign_id: int, smtp: SmtpSink, addresses: list[str]
+) -> Counter[str]:
     """The shared ledger invariants, and stricter for these faults (nothing is ever resent
     after a database fault): every recipient's row is sent or ambiguous, nobody got two."""
     counts = assert_ledger_invariants(campaigns, campaign_id, smtp.received)
@@ -302,8 +357,9 @@ class Watcher:
     def __init__(self, server: Server, campaign_id: int) -> None:
         self.seen: list[int] = []
         self.ended = "running"
-        self._call = server.campaigns.WatchCampaignStats(
-            cpb.WatchCampaignStatsRequest(id=campaign_id), timeout=55)
+        self._call = server.campaigns.commands.WatchCampaignStats(
+            cpb.WatchCampaignStatsRequest(id=campaign_id), timeout=55
+        )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -324,19 +380,26 @@ class Watcher:
 
 @postgres_only
 def test_a_cut_then_refused_connection_recovers_without_restart(
-        app: App, database_url: str, redis_url: str, repo_root: Path, org_id: int,
-        tmp_path: Path) -> None:
+    app: App, database_url: str, redis_url: str, repo_root: Path, org_id: int, tmp_path: Path
+) -> None:
     queue = f"faults-{uuid.uuid4().hex[:8]}"
     target = upstream(database_url)
-    with TcpProxy(target) as server_path, TcpProxy(target) as worker_path, \
-            SmtpSink.running() as smtp, \
-            run_server(via(server_path, database_url), redis_url, queue, repo_root,
-                       tmp_path) as server, \
-            start_worker(database_url=via(worker_path, database_url), redis_url=redis_url,
-                         queue_name=queue, repo_root=repo_root, log_dir=tmp_path,
-                         env={**smtp.env(), **FAULT_WORKER_ENV}) as worker:
+    with (
+        TcpProxy(target) as server_path,
+        TcpProxy(target) as worker_path,
+        SmtpSink.running() as smtp,
+        run_server(via(server_path, database_url), redis_url, queue, repo_root, tmp_path) as server,
+        start_worker(
+            database_url=via(worker_path, database_url),
+            redis_url=redis_url,
+            queue_name=queue,
+            repo_root=repo_root,
+            log_dir=tmp_path,
+            env={**smtp.env(), **FAULT_WORKER_ENV},
+        ) as worker,
+    ):
         campaign, addresses = email_campaign(*server.stubs(), org_id)
-        send_now(server.campaigns, campaign.id)
+        send_now(server.campaigns.commands, campaign.id)
         watcher = Watcher(server, campaign.id)
         assert wait_until(lambda: sent_rows(campaign.id) >= 10, 20, 0.05), worker.output()
 
@@ -350,11 +413,15 @@ def test_a_cut_then_refused_connection_recovers_without_restart(
         down_at = time.monotonic()
         during = reads(server, campaign)
         outage_id = f"outage-{uuid.uuid4().hex[:8]}"
-        during["CreateCampaign"] = outcome(lambda: server.campaigns.CreateCampaign(
-            create_request(campaign, outage_id, outage_id), timeout=5))
+        during["CreateCampaign"] = outcome(
+            lambda: server.campaigns.commands.CreateCampaign(
+                create_request(campaign, outage_id, outage_id), timeout=5
+            )
+        )
         assert set(during.values()) == {"UNAVAILABLE"}, (during, server.output())
-        to_not_serving = seconds_until(lambda: statuses(server) == {NOT_SERVING},
-                                       HEALTH_BOUND, since=down_at)
+        to_not_serving = seconds_until(
+            lambda: statuses(server) == {NOT_SERVING}, HEALTH_BOUND, since=down_at
+        )
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
         assert set(reads(server, campaign).values()) == {"UNAVAILABLE"}
         assert statuses(server) == {NOT_SERVING}
@@ -362,35 +429,42 @@ def test_a_cut_then_refused_connection_recovers_without_restart(
         server_path.refuse(False)
         worker_path.refuse(False)
         back_at = time.monotonic()
-        rpcs_back = seconds_until(lambda: set(reads(server, campaign).values()) == {"OK"},
-                                  RECOVERY_BOUND, since=back_at)
-        health_back = seconds_until(lambda: statuses(server) == {SERVING}, HEALTH_BOUND,
-                                    since=back_at)
+        rpcs_back = seconds_until(
+            lambda: set(reads(server, campaign).values()) == {"OK"}, RECOVERY_BOUND, since=back_at
+        )
+        health_back = seconds_until(
+            lambda: statuses(server) == {SERVING}, HEALTH_BOUND, since=back_at
+        )
 
         # The create that failed wrote nothing: its retry makes the one campaign.
         assert Campaign.select().where(Campaign.name == outage_id).count() == 0
-        server.campaigns.CreateCampaign(create_request(campaign, outage_id, outage_id),
-                                        timeout=5)
+        server.campaigns.commands.CreateCampaign(
+            create_request(campaign, outage_id, outage_id), timeout=5
+        )
         assert Campaign.select().where(Campaign.name == outage_id).count() == 1
 
-        done = wait_final(server.campaigns, campaign.id, worker, timeout=40)
+        done = wait_final(server.campaigns.commands, campaign.id, worker, timeout=40)
         finished = time.monotonic() - back_at
         assert done.status == SENT, (done, worker.output())
-        counts = assert_delivered_once(server.campaigns, campaign.id, smtp, addresses)
+        counts = assert_delivered_once(server.campaigns.commands, campaign.id, smtp, addresses)
         watcher.wait(10)
         assert (watcher.ended, watcher.seen[-1:]) == ("OK", [SENT]), watcher.seen
         assert worker.proc.poll() is None, worker.output()
         assert server.proc.poll() is None, server.output()
-    print(f"\nproxy outage: NOT_SERVING after {to_not_serving:.2f} s; after the database came"
-          f" back RPCs answered in {rpcs_back:.2f} s, health SERVING in {health_back:.2f} s,"
-          f" campaign sent {finished:.1f} s later; ledger {dict(counts)}")
+    print(
+        f"\nproxy outage: NOT_SERVING after {to_not_serving:.2f} s; after the database came"
+        f" back RPCs answered in {rpcs_back:.2f} s, health SERVING in {health_back:.2f} s,"
+        f" campaign sent {finished:.1f} s later; ledger {dict(counts)}"
+    )
 
 
 def writing_backends(database_url: str) -> int:
     """Backends of this database (other than ours) inside a transaction that has written."""
     with psycopg2.connect(database_url, connect_timeout=5) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                       " AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+        )
         row = cursor.fetchone()
     conn.close()
     return int(row[0]) if row else 0
@@ -398,20 +472,28 @@ def writing_backends(database_url: str) -> int:
 
 @postgres_only
 def test_a_write_cut_mid_transaction_lands_whole_or_not_at_all(
-        app: App, database_url: str, redis_url: str, repo_root: Path, org_id: int,
-        tmp_path: Path) -> None:
+    app: App, database_url: str, redis_url: str, repo_root: Path, org_id: int, tmp_path: Path
+) -> None:
     queue = f"faults-{uuid.uuid4().hex[:8]}"
-    with TcpProxy(upstream(database_url)) as path, \
-            run_server(via(path, database_url), redis_url, queue, repo_root, tmp_path) as server:
+    with (
+        TcpProxy(upstream(database_url)) as path,
+        run_server(via(path, database_url), redis_url, queue, repo_root, tmp_path) as server,
+    ):
         campaign, _ = email_campaign(*server.stubs(), org_id, 1)
         name = f"cut-{uuid.uuid4().hex[:8]}"
         # Each chunk crosses the proxy 150 ms late, so the create's transaction (BEGIN,
         # reads, two INSERTs, COMMIT) spans seconds; the cut comes once it has written.
         path.delay = 0.15
         first: dict[str, str] = {}
-        call = threading.Thread(target=lambda: first.update(result=outcome(
-            lambda: server.campaigns.CreateCampaign(create_request(campaign, name, name),
-                                                    timeout=20))))
+        call = threading.Thread(
+            target=lambda: first.update(
+                result=outcome(
+                    lambda: server.campaigns.commands.CreateCampaign(
+                        create_request(campaign, name, name), timeout=20
+                    )
+                )
+            )
+        )
         call.start()
         assert wait_until(lambda: writing_backends(database_url) > 0, 10, 0.02), first
         path.refuse(True)
@@ -423,10 +505,12 @@ def test_a_write_cut_mid_transaction_lands_whole_or_not_at_all(
         assert Campaign.select().where(Campaign.name == name).count() == 0
 
         # The retry, with the same request_id, makes exactly one.
-        retried = server.campaigns.CreateCampaign(create_request(campaign, name, name),
-                                                  timeout=10).campaign
-        again = server.campaigns.CreateCampaign(create_request(campaign, name, name),
-                                                timeout=10).campaign
+        retried = server.campaigns.commands.CreateCampaign(
+            create_request(campaign, name, name), timeout=10
+        ).campaign
+        again = server.campaigns.commands.CreateCampaign(
+            create_request(campaign, name, name), timeout=10
+        ).campaign
         assert retried.name == name and again.id == retried.id
         assert Campaign.select().where(Campaign.name == name).count() == 1
 
@@ -448,54 +532,73 @@ def private_cluster() -> Iterator[pgcluster.PgCluster]:
 
 
 def test_postgres_restarted_mid_send_recovers_without_restart(
-        private_cluster: pgcluster.PgCluster, app: App, redis_url: str, repo_root: Path,
-        org_id: int, tmp_path: Path) -> None:
+    private_cluster: pgcluster.PgCluster,
+    app: App,
+    redis_url: str,
+    repo_root: Path,
+    org_id: int,
+    tmp_path: Path,
+) -> None:
     # `app` opens the shared database proxy, which the ledger helpers release after reading.
     cluster = private_cluster
     url = cluster.url("campaigns")
     queue = f"faults-{uuid.uuid4().hex[:8]}"
-    with SmtpSink.running() as smtp, models_on(url) as cluster_db, \
-            run_server(url, redis_url, queue, repo_root, tmp_path) as server, \
-            start_worker(database_url=url, redis_url=redis_url, queue_name=queue,
-                         repo_root=repo_root, log_dir=tmp_path,
-                         env={**smtp.env(), **FAULT_WORKER_ENV}) as worker:
+    with (
+        SmtpSink.running() as smtp,
+        models_on(url) as cluster_db,
+        run_server(url, redis_url, queue, repo_root, tmp_path) as server,
+        start_worker(
+            database_url=url,
+            redis_url=redis_url,
+            queue_name=queue,
+            repo_root=repo_root,
+            log_dir=tmp_path,
+            env={**smtp.env(), **FAULT_WORKER_ENV},
+        ) as worker,
+    ):
         campaign, addresses = email_campaign(*server.stubs(), org_id)
-        send_now(server.campaigns, campaign.id)
+        send_now(server.campaigns.commands, campaign.id)
         assert wait_until(lambda: sent_rows(campaign.id) >= 10, 20, 0.05), worker.output()
 
         # A crash and restart while batches are in flight (pg_ctl waits until it is up).
         started = time.monotonic()
         cluster.restart("immediate")
         restart_took = time.monotonic() - started
-        after_restart = seconds_until(lambda: set(reads(server, campaign).values()) == {"OK"},
-                                      RECOVERY_BOUND)
+        after_restart = seconds_until(
+            lambda: set(reads(server, campaign).values()) == {"OK"}, RECOVERY_BOUND
+        )
 
         # Then down for a while: every call fails fast and health says so.
         cluster.stop("immediate")
         down_at = time.monotonic()
         during = reads(server, campaign)
         assert set(during.values()) == {"UNAVAILABLE"}, (during, server.output())
-        to_not_serving = seconds_until(lambda: statuses(server) == {NOT_SERVING},
-                                       HEALTH_BOUND, since=down_at)
+        to_not_serving = seconds_until(
+            lambda: statuses(server) == {NOT_SERVING}, HEALTH_BOUND, since=down_at
+        )
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
         cluster.start()
         back_at = time.monotonic()
-        rpcs_back = seconds_until(lambda: set(reads(server, campaign).values()) == {"OK"},
-                                  RECOVERY_BOUND, since=back_at)
-        health_back = seconds_until(lambda: statuses(server) == {SERVING}, HEALTH_BOUND,
-                                    since=back_at)
+        rpcs_back = seconds_until(
+            lambda: set(reads(server, campaign).values()) == {"OK"}, RECOVERY_BOUND, since=back_at
+        )
+        health_back = seconds_until(
+            lambda: statuses(server) == {SERVING}, HEALTH_BOUND, since=back_at
+        )
 
-        done = wait_final(server.campaigns, campaign.id, worker, timeout=40)
+        done = wait_final(server.campaigns.commands, campaign.id, worker, timeout=40)
         finished = time.monotonic() - back_at
         assert done.status == SENT, (done, worker.output(), cluster.log_tail())
         cluster_db.close()  # the test's own connection died in the restart
-        counts = assert_delivered_once(server.campaigns, campaign.id, smtp, addresses)
+        counts = assert_delivered_once(server.campaigns.commands, campaign.id, smtp, addresses)
         assert worker.proc.poll() is None, worker.output()
         assert server.proc.poll() is None, server.output()
-    print(f"\npg_ctl restart -m immediate took {restart_took:.2f} s, reads answered"
-          f" {after_restart:.2f} s later; stopped: NOT_SERVING after {to_not_serving:.2f} s;"
-          f" started again: RPCs in {rpcs_back:.2f} s, health SERVING in {health_back:.2f} s,"
-          f" campaign sent {finished:.1f} s later; ledger {dict(counts)}")
+    print(
+        f"\npg_ctl restart -m immediate took {restart_took:.2f} s, reads answered"
+        f" {after_restart:.2f} s later; stopped: NOT_SERVING after {to_not_serving:.2f} s;"
+        f" started again: RPCs in {rpcs_back:.2f} s, health SERVING in {health_back:.2f} s,"
+        f" campaign sent {finished:.1f} s later; ledger {dict(counts)}"
+    )
 
 
 @contextmanager
@@ -516,10 +619,16 @@ def write_lock_held(database_url: str) -> Iterator[Callable[[], Exception]]:
         holder.cursor().execute("LOCK TABLE delivery IN EXCLUSIVE MODE")
 
         def attempt() -> Exception:
-            impatient = peewee.PostgresqlDatabase(**db_url.parse(database_url),
-                                                  options="-c lock_timeout=100")
-            return _error_of(lambda: impatient.execute_sql(
-                "UPDATE delivery SET modified = modified WHERE id = -1"), impatient)
+            impatient = peewee.PostgresqlDatabase(
+                **db_url.parse(database_url), options="-c lock_timeout=100"
+            )
+            return _error_of(
+                lambda: impatient.execute_sql(
+                    "UPDATE delivery SET modified = modified WHERE id = -1"
+                ),
+                impatient,
+            )
+
     try:
         yield attempt
     finally:
@@ -538,15 +647,30 @@ def _error_of(call: Callable[[], object], db: peewee.Database) -> Exception:
 
 
 def test_a_stalled_database_loses_nothing(
-        app: App, campaigns: Any, audience: Any, messages: Any, database_url: str,
-        redis_url: str, settings: Settings, repo_root: Path, org_id: int,
-        tmp_path: Path) -> None:
+    app: App,
+    campaigns: Any,
+    audience: Any,
+    messages: Any,
+    database_url: str,
+    redis_url: str,
+    settings: Settings,
+    repo_root: Path,
+    org_id: int,
+    tmp_path: Path,
+) -> None:
     # The production lease: a stall of seconds must not make anything ambiguous.
     env = {**FAULT_WORKER_ENV, "LEASE_SECONDS": "60", "STALE_SECONDS": "60"}
-    with SmtpSink.running() as smtp, \
-            start_worker(database_url=database_url, redis_url=redis_url,
-                         queue_name=settings.queue_name, repo_root=repo_root, log_dir=tmp_path,
-                         env={**smtp.env(), **env}) as worker:
+    with (
+        SmtpSink.running() as smtp,
+        start_worker(
+            database_url=database_url,
+            redis_url=redis_url,
+            queue_name=settings.queue_name,
+            repo_root=repo_root,
+            log_dir=tmp_path,
+            env={**smtp.env(), **env},
+        ) as worker,
+    ):
         campaign, addresses = email_campaign(campaigns, audience, messages, org_id)
         send_now(campaigns, campaign.id)
         assert wait_until(lambda: sent_rows(campaign.id) >= 10, 20, 0.05), worker.output()
@@ -564,13 +688,16 @@ def test_a_stalled_database_loses_nothing(
         counts = assert_delivered_once(campaigns, campaign.id, smtp, addresses)
         assert counts == {DeliveryStatus.SENT: len(addresses)}, counts
         assert worker.proc.poll() is None, worker.output()
-    print(f"\n{BACKEND} write lock held {OUTAGE_SECONDS:g} s mid-send ({type(error).__name__}:"
-          f" {str(error).strip()[:60]}) -> UNAVAILABLE; ledger {dict(counts)}")
+    print(
+        f"\n{BACKEND} write lock held {OUTAGE_SECONDS:g} s mid-send ({type(error).__name__}:"
+        f" {str(error).strip()[:60]}) -> UNAVAILABLE; ledger {dict(counts)}"
+    )
 
 
 def get_status(campaigns: Any, campaign_id: int) -> int:
-    return int(campaigns.GetCampaign(cpb.GetCampaignRequest(id=campaign_id), timeout=5)
-               .campaign.status)
+    return int(
+        campaigns.GetCampaign(cpb.GetCampaignRequest(id=campaign_id), timeout=5).campaign.status
+    )
 
 
 def test_a_hung_database_probe_turns_health_not_serving_and_is_not_piled_up() -> None:
@@ -585,9 +712,13 @@ def test_a_hung_database_probe_turns_health_not_serving_and_is_not_piled_up() ->
         calls.append(time.monotonic())
         release.wait(10)
 
-    reporter = HealthReporter(servicer, ["campaigns.v1.CampaignService"],
-                              {"database": hung_ping, "redis": lambda: True},
-                              interval=0.05, probe_timeout=0.3)
+    reporter = HealthReporter(
+        servicer,
+        ["campaigns.v1.CampaignService"],
+        {"database": hung_ping, "redis": lambda: True},
+        interval=0.05,
+        probe_timeout=0.3,
+    )
 
     def status() -> int:
         request = health_pb2.HealthCheckRequest(service="campaigns.v1.CampaignService")

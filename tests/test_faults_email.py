@@ -55,21 +55,34 @@ def proxy(smtp: FaultySmtp) -> Iterator[TcpProxy]:
 
 
 @pytest.fixture(scope="module")
-def worker(app, database_url, redis_url, settings, repo_root, proxy, tmp_path_factory
-           ) -> Iterator[RunningWorker]:
-    env = {"EMAIL_PROVIDER": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(proxy.port),
-           "SMTP_TIMEOUT": "1", "MAX_SEND_ATTEMPTS": str(MAX_ATTEMPTS),
-           "RETRY_BASE_SECONDS": "0.2", "CIRCUIT_FAILURES": str(THRESHOLD),
-           "CIRCUIT_OPEN_SECONDS": str(OPEN_SECONDS), "CIRCUIT_PROBE_SECONDS": "5",
-           # Several send jobs per campaign, several groups per claim: a circuit opening
-           # meets sends in flight, groups rendered but not sent, and jobs not started yet.
-           "SEND_GROUP_SIZE": "4",
-           # One connection: the tests interleave faults so that a given number come in a
-           # row, which parallel connections would reorder.
-           "SMTP_CONNECTIONS": "1"}
-    with start_worker(database_url=database_url, redis_url=redis_url,
-                      queue_name=settings.queue_name, repo_root=repo_root,
-                      log_dir=tmp_path_factory.mktemp("faulty-smtp-worker"), env=env) as running:
+def worker(
+    app, database_url, redis_url, settings, repo_root, proxy, tmp_path_factory
+) -> Iterator[RunningWorker]:
+    env = {
+        "EMAIL_PROVIDER": "smtp",
+        "SMTP_HOST": "127.0.0.1",
+        "SMTP_PORT": str(proxy.port),
+        "SMTP_TIMEOUT": "1",
+        "MAX_SEND_ATTEMPTS": str(MAX_ATTEMPTS),
+        "RETRY_BASE_SECONDS": "0.2",
+        "CIRCUIT_FAILURES": str(THRESHOLD),
+        "CIRCUIT_OPEN_SECONDS": str(OPEN_SECONDS),
+        "CIRCUIT_PROBE_SECONDS": "5",
+        # Several send jobs per campaign, several groups per claim: a circuit opening
+        # meets sends in flight, groups rendered but not sent, and jobs not started yet.
+        "SEND_GROUP_SIZE": "4",
+        # One connection: the tests interleave faults so that a given number come in a
+        # row, which parallel connections would reorder.
+        "SMTP_CONNECTIONS": "1",
+    }
+    with start_worker(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_name=settings.queue_name,
+        repo_root=repo_root,
+        log_dir=tmp_path_factory.mktemp("faulty-smtp-worker"),
+        env=env,
+    ) as running:
         yield running
 
 
@@ -93,19 +106,27 @@ def _campaign(campaigns, audience, messages, org_id) -> campaign_pb2.Campaign:
     edition = make_edition(audience, org_id)
     segment = make_segment(audience, edition, "user.email_consent", name="Consenting")
     message = make_email_message(messages, edition, text_body="Hello {{ user.first_name }}!\n")
-    return make_campaign(campaigns, edition, channel=EMAIL, sms_body="",
-                         email_message_id=message.id, segment_id=segment.id)
+    return make_campaign(
+        campaigns,
+        edition,
+        channel=EMAIL,
+        sms_body="",
+        email_message_id=message.id,
+        segment_id=segment.id,
+    )
 
 
-def _start(campaigns, audience, messages, org_id, tag: str, names: list[str]
-           ) -> tuple[campaign_pb2.Campaign, dict[str, int]]:
+def _start(
+    campaigns, audience, messages, org_id, tag: str, names: list[str]
+) -> tuple[campaign_pb2.Campaign, dict[str, int]]:
     campaign = _campaign(campaigns, audience, messages, org_id)
     people = [user(n, email=_address(tag, n), first_name=n, email_consent=True) for n in names]
     return campaign, import_users(audience, org_id, campaign.edition_id, people)
 
 
 def test_bursts_of_421_and_451_are_retried_without_opening_the_circuit(
-        worker, smtp, circuit, campaigns, audience, messages, org_id):
+    worker, smtp, circuit, campaigns, audience, messages, org_id
+):
     tag = uuid.uuid4().hex[:8]
     names = [f"r{i}" for i in range(10)]
     campaign, ids = _start(campaigns, audience, messages, org_id, tag, [*names, "gone"])
@@ -135,7 +156,8 @@ def test_bursts_of_421_and_451_are_retried_without_opening_the_circuit(
 
 @pytest.mark.parametrize("fault", ["refused", "421"])
 def test_a_server_that_is_down_opens_the_circuit_and_spends_no_attempts(
-        fault, worker, smtp, proxy, circuit, campaigns, audience, messages, org_id):
+    fault, worker, smtp, proxy, circuit, campaigns, audience, messages, org_id
+):
     tag = uuid.uuid4().hex[:8]
     names = [f"r{i}" for i in range(30)]
     campaign, _ = _start(campaigns, audience, messages, org_id, tag, names)
@@ -147,7 +169,8 @@ def test_a_server_that_is_down_opens_the_circuit_and_spends_no_attempts(
 
     send_now(campaigns, campaign.id)
     assert wait_until(lambda: log_events(worker, "circuit opened", circuit, since), 15), (
-        worker.output())
+        worker.output()
+    )
     time.sleep(3)  # still failing through a probe or two
     proxy.refuse(False)
     smtp.outage_until = 0.0
@@ -157,7 +180,9 @@ def test_a_server_that_is_down_opens_the_circuit_and_spends_no_attempts(
 
     rows = assert_final_ledger(campaigns, campaign.id, MAX_ATTEMPTS)
     assert {r.status for r in rows} == {"sent"}, (
-        [(r.status, r.attempts, r.last_error) for r in rows], worker.output())
+        [(r.status, r.attempts, r.last_error) for r in rows],
+        worker.output(),
+    )
     opened = log_events(worker, "circuit opened", circuit, since)
     probes = log_events(worker, "circuit half-open: probing", circuit, since)
     assert opened[0]["failures"] == THRESHOLD
@@ -172,14 +197,19 @@ def test_a_server_that_is_down_opens_the_circuit_and_spends_no_attempts(
 
 
 def test_a_connection_lost_after_the_data_leaves_the_message_ambiguous(
-        worker, smtp, circuit, campaigns, audience, messages, org_id):
+    worker, smtp, circuit, campaigns, audience, messages, org_id
+):
     tag = uuid.uuid4().hex[:8]
     # Faulty ones between healthy ones: three faults in a row would open the circuit.
     names = ["ok1", "delivered", "ok2", "lost", "ok3", "stalled", "ok4", "hangup", "ok5"]
     campaign, ids = _start(campaigns, audience, messages, org_id, tag, names)
-    smtp.data_faults.update({_address(tag, "delivered"): "delivered",  # closed before the 250
-                             _address(tag, "lost"): "lost",  # closed, message dropped
-                             _address(tag, "stalled"): "stall"})  # 250 after the client left
+    smtp.data_faults.update(
+        {
+            _address(tag, "delivered"): "delivered",  # closed before the 250
+            _address(tag, "lost"): "lost",  # closed, message dropped
+            _address(tag, "stalled"): "stall",
+        }
+    )  # 250 after the client left
     smtp.hang_ups[_address(tag, "hangup")] = 1  # closed at RCPT: nothing was sent
 
     send_now(campaigns, campaign.id)

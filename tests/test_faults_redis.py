@@ -53,11 +53,17 @@ SENT = campaign_pb2.CAMPAIGN_STATUS_SENT
 SCHEDULED = campaign_pb2.CAMPAIGN_STATUS_SCHEDULED
 RECIPIENTS = 2000
 OUTAGE = 3.0  # seconds Redis stays down: longer than a lease, a stale heartbeat, a sweep
-FAST = {"LEASE_SECONDS": "3", "STALE_SECONDS": "2", "SWEEP_INTERVAL": "1",
-        "SEND_CLAIM_SIZE": "100", "SEND_GROUP_SIZE": "25", "RQ_MAINTENANCE_INTERVAL": "2",
-        "RQ_JOB_MONITORING_INTERVAL": "2",
-        # Jobs hand over every second, through Redis: an outage stalls the campaign at once.
-        "SEND_JOB_BUDGET_SECONDS": "1"}
+FAST = {
+    "LEASE_SECONDS": "3",
+    "STALE_SECONDS": "2",
+    "SWEEP_INTERVAL": "1",
+    "SEND_CLAIM_SIZE": "100",
+    "SEND_GROUP_SIZE": "25",
+    "RQ_MAINTENANCE_INTERVAL": "2",
+    "RQ_JOB_MONITORING_INTERVAL": "2",
+    # Jobs hand over every second, through Redis: an outage stalls the campaign at once.
+    "SEND_JOB_BUDGET_SECONDS": "1",
+}
 
 
 class PrivateRedis:
@@ -100,7 +106,8 @@ class ServerProcess:
     def serving(self) -> bool:
         try:
             reply = health_pb2_grpc.HealthStub(self.channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=1)
+                health_pb2.HealthCheckRequest(service=""), timeout=1
+            )
         except grpc.RpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -119,21 +126,31 @@ def queue_name() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(app, database_url, private_redis, queue_name, repo_root, tmp_path_factory
-           ) -> Iterator[ServerProcess]:
+def server(
+    app, database_url, private_redis, queue_name, repo_root, tmp_path_factory
+) -> Iterator[ServerProcess]:
     """(`app` first: the schema is migrated and this process reads the ledger through it.)"""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(port), "DEV_MODE": "1",
-           "DATABASE_URL": database_url, "REDIS_URL": private_redis.url,
-           "CAMPAIGNS_QUEUE": queue_name, "HEALTH_INTERVAL": "0.5"}
+    env = {
+        **os.environ,
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(port),
+        "DEV_MODE": "1",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": private_redis.url,
+        "CAMPAIGNS_QUEUE": queue_name,
+        "HEALTH_INTERVAL": "0.5",
+    }
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=repo_root, env=env,
-                                stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server"], cwd=repo_root, env=env, stdout=out, stderr=out
+        )
     running = ServerProcess(proc, log, grpc.insecure_channel(f"127.0.0.1:{port}"))
     try:
         assert wait_until(lambda: proc.poll() is not None or running.serving(), 20, 0.1), (
-            running.output())
+            running.output()
+        )
         assert proc.poll() is None, running.output()
         yield running
     finally:
@@ -168,13 +185,21 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
-def start(database_url, queue_name, repo_root, smtp, tmp_path
-          ) -> Callable[[str], AbstractContextManager[RunningWorker]]:
+def start(
+    database_url, queue_name, repo_root, smtp, tmp_path
+) -> Callable[[str], AbstractContextManager[RunningWorker]]:
     """A `python -m jobs` on the given Redis URL, with short leases and a fast sweep."""
+
     def starting(redis_url: str) -> AbstractContextManager[RunningWorker]:
-        return start_worker(database_url=database_url, redis_url=redis_url,
-                            queue_name=queue_name, repo_root=repo_root, log_dir=tmp_path,
-                            env={**smtp.env(), **FAST})
+        return start_worker(
+            database_url=database_url,
+            redis_url=redis_url,
+            queue_name=queue_name,
+            repo_root=repo_root,
+            log_dir=tmp_path,
+            env={**smtp.env(), **FAST},
+        )
+
     return starting
 
 
@@ -195,14 +220,17 @@ def _log_lines(worker: RunningWorker, text: str) -> int:
 
 # --- tests -------------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(90)
 def test_a_campaign_finishes_after_redis_is_killed_and_restarted_empty(
-        worker, server, private_redis, smtp, campaigns, audience, messages, org_id, capsys):
+    worker, server, private_redis, smtp, campaigns, audience, messages, org_id, capsys
+):
     campaign = email_campaign(campaigns, audience, messages, org_id, RECIPIENTS)
     baseline = len(smtp.received)
     send_now(campaigns, campaign.id)
     assert wait_until(lambda: len(smtp.received) - baseline >= RECIPIENTS // 4, 30, 0.01), (
-        worker.output())
+        worker.output()
+    )
 
     private_redis.kill()
     killed_at = time.time()
@@ -216,25 +244,31 @@ def test_a_campaign_finishes_after_redis_is_killed_and_restarted_empty(
     done = wait_final(campaigns, campaign.id, worker, timeout=45)
     assert done.status == SENT, (done, worker.output())
     assert worker.proc.poll() is None, "the worker died with Redis\n" + worker.output()
-    status = assert_ledger_invariants(campaigns, campaign.id, smtp.received,
-                                      suppressed=campaign.suppressed)
+    status = assert_ledger_invariants(
+        campaigns, campaign.id, smtp.received, suppressed=campaign.suppressed
+    )
     assert status["sent"] + status["ambiguous"] == RECIPIENTS, status
     resumed = [r.at for r in smtp.of_campaign(campaign.id) if r.at > back_at]
     assert resumed, "nothing was sent after Redis came back"
     assert wait_until(server.serving, 10), server.output()
     restarts = _log_lines(worker, "RQ worker quit without being asked")
-    _report(f"redis killed: {sent_while_down} sent before it came back, next message "
-            f"{min(resumed) - back_at:.2f} s after Redis was back; RQ loop restarted "
-            f"{restarts} time(s) in the same process; {status['ambiguous']} ambiguous", capsys)
+    _report(
+        f"redis killed: {sent_while_down} sent before it came back, next message "
+        f"{min(resumed) - back_at:.2f} s after Redis was back; RQ loop restarted "
+        f"{restarts} time(s) in the same process; {status['ambiguous']} ambiguous",
+        capsys,
+    )
 
 
 @pytest.mark.timeout(60)
 def test_a_scheduled_campaign_whose_kickoff_was_lost_with_redis_starts_on_time(
-        worker, private_redis, queue_name, smtp, campaigns, audience, messages, org_id, capsys):
+    worker, private_redis, queue_name, smtp, campaigns, audience, messages, org_id, capsys
+):
     campaign = email_campaign(campaigns, audience, messages, org_id, 20)
     when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)).replace(microsecond=0)
     scheduled = campaigns.ScheduleCampaign(
-        cpb.ScheduleCampaignRequest(id=campaign.id, scheduled_at=ts(when))).campaign
+        cpb.ScheduleCampaignRequest(id=campaign.id, scheduled_at=ts(when))
+    ).campaign
     assert scheduled.status == SCHEDULED
     with redis.Redis(port=private_redis.port) as connection:
         assert connection.zcard(f"rq:scheduled:{queue_name}") == 1  # the kickoff, due at `when`
@@ -248,8 +282,9 @@ def test_a_scheduled_campaign_whose_kickoff_was_lost_with_redis_starts_on_time(
     done = wait_final(campaigns, campaign.id, worker, timeout=20)
     assert done.status == SENT, (done, worker.output())
     assert worker.proc.poll() is None, worker.output()
-    assert_ledger_invariants(campaigns, campaign.id, smtp.received,
-                             suppressed=campaign.suppressed, scheduled_at=when)
+    assert_ledger_invariants(
+        campaigns, campaign.id, smtp.received, suppressed=campaign.suppressed, scheduled_at=when
+    )
     late = min(r.at for r in smtp.of_campaign(campaign.id)) - when.timestamp()
     assert 0 <= late < 5, late
     _report(f"kickoff lost with Redis: first message {late:.2f} s after scheduled_at", capsys)
@@ -269,14 +304,16 @@ def proxied_worker(start, server, proxy) -> Iterator[RunningWorker]:
 
 @pytest.mark.timeout(90)
 def test_a_campaign_finishes_while_the_workers_redis_connections_are_cut(
-        proxied_worker, proxy, smtp, campaigns, audience, messages, org_id, capsys):
+    proxied_worker, proxy, smtp, campaigns, audience, messages, org_id, capsys
+):
     worker = proxied_worker
     campaign = email_campaign(campaigns, audience, messages, org_id, RECIPIENTS)
     baseline = len(smtp.received)
     send_now(campaigns, campaign.id)
     for n in (1, 2):  # connections reset under the worker's feet, twice
-        assert wait_until(lambda n=n: len(smtp.received) - baseline >= RECIPIENTS * n // 5,
-                          30, 0.01), worker.output()
+        assert wait_until(
+            lambda n=n: len(smtp.received) - baseline >= RECIPIENTS * n // 5, 30, 0.01
+        ), worker.output()
         before = proxy.accepted
         proxy.cut()
         assert wait_until(lambda b=before: proxy.accepted > b, 10), "nobody reconnected"
@@ -289,10 +326,14 @@ def test_a_campaign_finishes_while_the_workers_redis_connections_are_cut(
     done = wait_final(campaigns, campaign.id, worker, timeout=45)
     assert done.status == SENT, (done, worker.output())
     assert worker.proc.poll() is None, worker.output()
-    status = assert_ledger_invariants(campaigns, campaign.id, smtp.received,
-                                      suppressed=campaign.suppressed)
+    status = assert_ledger_invariants(
+        campaigns, campaign.id, smtp.received, suppressed=campaign.suppressed
+    )
     assert status["sent"] + status["ambiguous"] == RECIPIENTS, status
-    _report(f"redis connections cut twice and refused {OUTAGE:.0f} s: "
-            f"{proxy.accepted} connections through the proxy, {status['ambiguous']} ambiguous, "
-            f"RQ loop restarted {_log_lines(worker, 'RQ worker quit without being asked')} "
-            f"time(s)", capsys)
+    _report(
+        f"redis connections cut twice and refused {OUTAGE:.0f} s: "
+        f"{proxy.accepted} connections through the proxy, {status['ambiguous']} ambiguous, "
+        f"RQ loop restarted {_log_lines(worker, 'RQ worker quit without being asked')} "
+        f"time(s)",
+        capsys,
+    )

@@ -47,14 +47,26 @@ def twilio() -> Iterator[FaultyTwilio]:
 
 
 @pytest.fixture(scope="module")
-def worker(app, database_url, redis_url, settings, repo_root, twilio, tmp_path_factory
-           ) -> Iterator[RunningWorker]:
-    env = {**twilio.env(), "TWILIO_TIMEOUT": "1", "MAX_SEND_ATTEMPTS": str(MAX_ATTEMPTS),
-           "RETRY_BASE_SECONDS": "0.2", "CIRCUIT_FAILURES": str(THRESHOLD),
-           "CIRCUIT_OPEN_SECONDS": "1", "CIRCUIT_PROBE_SECONDS": "5"}
-    with start_worker(database_url=database_url, redis_url=redis_url,
-                      queue_name=settings.queue_name, repo_root=repo_root,
-                      log_dir=tmp_path_factory.mktemp("faulty-sms-worker"), env=env) as running:
+def worker(
+    app, database_url, redis_url, settings, repo_root, twilio, tmp_path_factory
+) -> Iterator[RunningWorker]:
+    env = {
+        **twilio.env(),
+        "TWILIO_TIMEOUT": "1",
+        "MAX_SEND_ATTEMPTS": str(MAX_ATTEMPTS),
+        "RETRY_BASE_SECONDS": "0.2",
+        "CIRCUIT_FAILURES": str(THRESHOLD),
+        "CIRCUIT_OPEN_SECONDS": "1",
+        "CIRCUIT_PROBE_SECONDS": "5",
+    }
+    with start_worker(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_name=settings.queue_name,
+        repo_root=repo_root,
+        log_dir=tmp_path_factory.mktemp("faulty-sms-worker"),
+        env=env,
+    ) as running:
         yield running
 
 
@@ -72,18 +84,22 @@ def _numbers(count: int) -> list[str]:
     return [f"+45{start + i}" for i in range(count)]
 
 
-def _start(campaigns, audience, org_id, names: list[str], numbers: list[str]
-           ) -> tuple[campaign_pb2.Campaign, dict[str, int]]:
+def _start(
+    campaigns, audience, org_id, names: list[str], numbers: list[str]
+) -> tuple[campaign_pb2.Campaign, dict[str, int]]:
     edition = make_edition(audience, org_id)
     segment = make_segment(audience, edition, "user.sms_consent", name="Consenting")
     campaign = make_campaign(campaigns, edition, segment_id=segment.id, sms_body=BODY)
-    people = [user(name, phone=number, first_name=name, sms_consent=True)
-              for name, number in zip(names, numbers, strict=True)]
+    people = [
+        user(name, phone=number, first_name=name, sms_consent=True)
+        for name, number in zip(names, numbers, strict=True)
+    ]
     return campaign, import_users(audience, org_id, campaign.edition_id, people)
 
 
 def test_retry_after_is_honoured_and_a_400_never_opens_the_circuit(
-        worker, twilio, circuit, campaigns, audience, org_id):
+    worker, twilio, circuit, campaigns, audience, org_id
+):
     names = ["limited", "flaky", "ok1", "ok2", "bad1", "bad2", "bad3", "bad4"]
     numbers = _numbers(len(names))
     number = dict(zip(names, numbers, strict=True))
@@ -103,8 +119,15 @@ def test_retry_after_is_honoured_and_a_400_never_opens_the_circuit(
 
     rows = {r.user_id: r for r in assert_final_ledger(campaigns, campaign.id, MAX_ATTEMPTS)}
     assert [(rows[ids[n]].status, rows[ids[n]].attempts) for n in names] == [
-        ("sent", 2), ("sent", 2), ("sent", 1), ("sent", 1),
-        ("failed", 1), ("failed", 1), ("failed", 1), ("failed", 1)]
+        ("sent", 2),
+        ("sent", 2),
+        ("sent", 1),
+        ("sent", 1),
+        ("failed", 1),
+        ("failed", 1),
+        ("failed", 1),
+        ("failed", 1),
+    ]
     first, second = twilio.times[number["limited"]]
     assert second - first >= 2.0  # the Retry-After, not the 0.1-0.2 s backoff
     first, second = twilio.times[number["flaky"]]
@@ -114,7 +137,8 @@ def test_retry_after_is_honoured_and_a_400_never_opens_the_circuit(
 
 @pytest.mark.parametrize("status", [503, 429])
 def test_an_api_failing_for_a_while_opens_the_circuit_and_spends_no_attempts(
-        status, worker, twilio, circuit, campaigns, audience, org_id):
+    status, worker, twilio, circuit, campaigns, audience, org_id
+):
     names = [f"r{i}" for i in range(24)]
     numbers = _numbers(len(names))
     campaign, _ = _start(campaigns, audience, org_id, names, numbers)
@@ -123,7 +147,8 @@ def test_an_api_failing_for_a_while_opens_the_circuit_and_spends_no_attempts(
 
     send_now(campaigns, campaign.id)
     assert wait_until(lambda: log_events(worker, "circuit opened", circuit, since), 15), (
-        worker.output())
+        worker.output()
+    )
     time.sleep(3)  # still failing through a probe or two
     twilio.outage_until = 0.0
     done = wait_final(campaigns, campaign.id, worker, timeout=30)
@@ -132,7 +157,9 @@ def test_an_api_failing_for_a_while_opens_the_circuit_and_spends_no_attempts(
 
     rows = assert_final_ledger(campaigns, campaign.id, MAX_ATTEMPTS)
     assert {r.status for r in rows} == {"sent"}, (
-        [(r.status, r.attempts, r.last_error) for r in rows], worker.output())
+        [(r.status, r.attempts, r.last_error) for r in rows],
+        worker.output(),
+    )
     opened = log_events(worker, "circuit opened", circuit, since)
     assert opened[0]["failures"] == THRESHOLD
     assert len(log_events(worker, "circuit closed", circuit, since)) == 1
@@ -144,7 +171,8 @@ def test_an_api_failing_for_a_while_opens_the_circuit_and_spends_no_attempts(
 
 
 def test_a_request_that_times_out_after_it_was_sent_is_ambiguous(
-        worker, twilio, circuit, campaigns, audience, org_id):
+    worker, twilio, circuit, campaigns, audience, org_id
+):
     names = ["ok1", "accepted", "ok2", "dropped", "ok3"]
     numbers = _numbers(len(names))
     number = dict(zip(names, numbers, strict=True))
@@ -164,7 +192,9 @@ def test_a_request_that_times_out_after_it_was_sent_is_ambiguous(
     for name in ("accepted", "dropped"):
         row = rows[ids[name]]
         assert (row.status, row.attempts) == ("ambiguous", 1), name
-        assert row.last_error == "may have been delivered: twilio: no answer to the request: " \
+        assert (
+            row.last_error == "may have been delivered: twilio: no answer to the request: "
             "ReadTimeout"
+        )
         assert len(twilio.times[number[name]]) == 1  # never tried again
     assert all(rows[ids[n]].attempts == 1 for n in names if n.startswith("ok"))

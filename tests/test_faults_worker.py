@@ -30,9 +30,10 @@ from rq import Queue
 
 from campaigns.v1 import campaign_pb2
 from campaigns.v1 import campaign_service_pb2 as cpb
-from jobs import context, sweep
-from server.db import release_connection
-from server.models import Delivery
+from jobs import context
+from jobs.pipeline import sweep
+from server.store.db import release_connection
+from server.store.models import Delivery
 from tests.delivery_fixtures import (
     RunningWorker,
     SmtpSink,
@@ -51,12 +52,20 @@ RECIPIENTS = 3000
 KILLS = 3
 GROUP = 25  # rows marked "sending" at once: what one kill can leave ambiguous, per group
 # Recovery in seconds, not minutes: short leases, a fast sweep, RQ's liveness settings.
-FAST = {"LEASE_SECONDS": "3", "STALE_SECONDS": "2", "SWEEP_INTERVAL": "1",
-        "SEND_CLAIM_SIZE": "100", "SEND_GROUP_SIZE": str(GROUP),
-        "RQ_WORKER_TTL": "20", "RQ_MAINTENANCE_INTERVAL": "2", "RQ_JOB_MONITORING_INTERVAL": "2"}
+FAST = {
+    "LEASE_SECONDS": "3",
+    "STALE_SECONDS": "2",
+    "SWEEP_INTERVAL": "1",
+    "SEND_CLAIM_SIZE": "100",
+    "SEND_GROUP_SIZE": str(GROUP),
+    "RQ_WORKER_TTL": "20",
+    "RQ_MAINTENANCE_INTERVAL": "2",
+    "RQ_JOB_MONITORING_INTERVAL": "2",
+}
 
 
 # --- processes ---------------------------------------------------------------------------
+
 
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (Linux /proc), children first."""
@@ -102,8 +111,9 @@ def kill_hard(worker: RunningWorker) -> Kill:
     killed = Kill(time.time(), [pid, *family], jobs)
     worker.proc.wait(5)
     for target in family:  # reparented to init, which reaps them; wait until they are gone
-        assert wait_until(lambda t=target: not Path(f"/proc/{t}").exists()
-                          or "State:\tZ" in _status(t), 5), f"process {target} survived"
+        assert wait_until(
+            lambda t=target: not Path(f"/proc/{t}").exists() or "State:\tZ" in _status(t), 5
+        ), f"process {target} survived"
     return killed
 
 
@@ -115,6 +125,7 @@ def _status(pid: int) -> str:
 
 
 # --- fixtures ----------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[SmtpSink]:
@@ -139,27 +150,42 @@ class Workers:
         self.started += 1
         log_dir = self.tmp / f"worker-{self.started}"
         log_dir.mkdir()
-        return self.stack.enter_context(start_worker(
-            database_url=self.database_url, redis_url=self.redis_url,
-            queue_name=self.queue_name, repo_root=self.repo_root, log_dir=log_dir,
-            env={**self.env, **env}))
+        return self.stack.enter_context(
+            start_worker(
+                database_url=self.database_url,
+                redis_url=self.redis_url,
+                queue_name=self.queue_name,
+                repo_root=self.repo_root,
+                log_dir=log_dir,
+                env={**self.env, **env},
+            )
+        )
 
 
 @pytest.fixture
-def workers(app, database_url, redis_url, settings, repo_root, smtp, tmp_path
-            ) -> Iterator[Workers]:
+def workers(app, database_url, redis_url, settings, repo_root, smtp, tmp_path) -> Iterator[Workers]:
     with ExitStack() as stack:
-        yield Workers(stack, database_url, redis_url, settings.queue_name, repo_root,
-                      {**smtp.env(), **FAST}, tmp_path)
+        yield Workers(
+            stack,
+            database_url,
+            redis_url,
+            settings.queue_name,
+            repo_root,
+            {**smtp.env(), **FAST},
+            tmp_path,
+        )
 
 
 def _first_sent_after(campaign_id: int, moment: float) -> float | None:
     """When the first row recorded sent after `moment` (time.time()) was recorded."""
     since = dt.datetime.fromtimestamp(moment, dt.UTC).replace(tzinfo=None)
     try:
-        first = (Delivery.select(Delivery.sent_at)
-                 .where((Delivery.campaign == campaign_id) & (Delivery.sent_at > since))
-                 .order_by(Delivery.sent_at).first())
+        first = (
+            Delivery.select(Delivery.sent_at)
+            .where((Delivery.campaign == campaign_id) & (Delivery.sent_at > since))
+            .order_by(Delivery.sent_at)
+            .first()
+        )
     finally:
         release_connection()
     return first.sent_at.replace(tzinfo=dt.UTC).timestamp() if first else None
@@ -172,10 +198,12 @@ def _report(line: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 # --- tests -------------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("parallel", ["1", "4"], ids=["resumed-by-sweep", "queued-jobs"])
 def test_a_campaign_survives_its_worker_killed_three_times_mid_batch(
-        workers, smtp, campaigns, audience, messages, org_id, capsys, parallel):
+    workers, smtp, campaigns, audience, messages, org_id, capsys, parallel
+):
     """One send job at a time ("1"): each kill loses the only job, and only the sweep (a
     stale heartbeat) and the leases bring the campaign back. Four ("4"): jobs still queued
     in Redis carry on at once in the fresh worker; the killed job's rows come back when
@@ -190,32 +218,46 @@ def test_a_campaign_survives_its_worker_killed_three_times_mid_batch(
     for n in range(1, KILLS + 1):
         # Mid-batch: messages are flowing and a job process is at work right now.
         target = RECIPIENTS * n // (KILLS + 1)
-        assert wait_until(lambda t=target, pid=worker.proc.pid: len(smtp.received) - baseline
-                          >= t and horses(pid), 40, 0.01), worker.output()
+        assert wait_until(
+            lambda t=target, pid=worker.proc.pid: (
+                len(smtp.received) - baseline >= t and horses(pid)
+            ),
+            40,
+            0.01,
+        ), worker.output()
         kill = kill_hard(worker)
         assert kill.horses, "no job process was running at the kill"
         worker = workers.start(PARALLEL_SEND_JOBS=parallel)
         restarted = time.time() - kill.at
         assert wait_until(lambda k=kill: _first_sent_after(campaign.id, k.at), 20, 0.05), (
-            worker.output())
+            worker.output()
+        )
         recovered = (_first_sent_after(campaign.id, kill.at) or 0) - kill.at
         recoveries.append(recovered)
-        _report(f"parallel={parallel} kill {n}: worker back in {restarted:.2f} s, "
-                f"next row sent {recovered:.2f} s after the kill", capsys)
+        _report(
+            f"parallel={parallel} kill {n}: worker back in {restarted:.2f} s, "
+            f"next row sent {recovered:.2f} s after the kill",
+            capsys,
+        )
 
     done = wait_final(campaigns, campaign.id, worker, timeout=40)
     assert done.status == SENT, (done, worker.output())
-    status = assert_ledger_invariants(campaigns, campaign.id, smtp.received,
-                                      suppressed=campaign.suppressed)
+    status = assert_ledger_invariants(
+        campaigns, campaign.id, smtp.received, suppressed=campaign.suppressed
+    )
     # A kill strands at most the groups in flight (two overlap); everyone else got it.
     ambiguous = status["ambiguous"]
     assert ambiguous <= KILLS * 2 * GROUP, status
-    assert status == Counter(sent=RECIPIENTS - ambiguous, ambiguous=ambiguous,
-                             skipped=len(campaign.suppressed)), status
+    assert status == Counter(
+        sent=RECIPIENTS - ambiguous, ambiguous=ambiguous, skipped=len(campaign.suppressed)
+    ), status
     assert max(recoveries) < 10, recoveries
-    _report(f"parallel={parallel}: {RECIPIENTS} recipients, {KILLS} kills, "
-            f"{ambiguous} ambiguous, recoveries {[round(r, 2) for r in recoveries]} s, "
-            f"whole campaign {time.monotonic() - started:.1f} s", capsys)
+    _report(
+        f"parallel={parallel}: {RECIPIENTS} recipients, {KILLS} kills, "
+        f"{ambiguous} ambiguous, recoveries {[round(r, 2) for r in recoveries]} s, "
+        f"whole campaign {time.monotonic() - started:.1f} s",
+        capsys,
+    )
 
 
 def _scheduler_pid(redis_url: str, queue_name: str) -> int:
@@ -228,16 +270,19 @@ def _scheduler_pid(redis_url: str, queue_name: str) -> int:
 
 @pytest.mark.timeout(60)
 def test_a_scheduled_campaign_starts_on_time_after_the_scheduler_holder_is_killed(
-        workers, smtp, campaigns, audience, messages, org_id, redis_url, settings, capsys):
+    workers, smtp, campaigns, audience, messages, org_id, redis_url, settings, capsys
+):
     first, second = workers.start(), workers.start()
     scheduler = _scheduler_pid(redis_url, settings.queue_name)
-    holder, survivor = (first, second) if scheduler in descendants(first.proc.pid) else (
-        second, first)
+    holder, survivor = (
+        (first, second) if scheduler in descendants(first.proc.pid) else (second, first)
+    )
     assert scheduler in descendants(holder.proc.pid), "neither worker runs the scheduler"
     campaign = email_campaign(campaigns, audience, messages, org_id, 20)
     when = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4)).replace(microsecond=0)
     scheduled = campaigns.ScheduleCampaign(
-        cpb.ScheduleCampaignRequest(id=campaign.id, scheduled_at=ts(when))).campaign
+        cpb.ScheduleCampaignRequest(id=campaign.id, scheduled_at=ts(when))
+    ).campaign
     assert scheduled.status == SCHEDULED
 
     kill = kill_hard(holder)  # its scheduler's lock outlives it by a minute (RQ: 60 s + 1)
@@ -247,18 +292,23 @@ def test_a_scheduled_campaign_starts_on_time_after_the_scheduler_holder_is_kille
         time.sleep(0.1)
     done = wait_final(campaigns, campaign.id, survivor, timeout=20)
     assert done.status == SENT, (done, survivor.output())
-    assert_ledger_invariants(campaigns, campaign.id, smtp.received,
-                             suppressed=campaign.suppressed, scheduled_at=when)
+    assert_ledger_invariants(
+        campaigns, campaign.id, smtp.received, suppressed=campaign.suppressed, scheduled_at=when
+    )
     first_message = min(r.at for r in smtp.of_campaign(campaign.id))
     late = first_message - when.timestamp()
     # The sweep (every SWEEP_INTERVAL = 1 s) starts what the dead scheduler cannot.
     assert 0 <= late < 5, late
-    _report(f"scheduler holder killed: first message {late:.2f} s after scheduled_at; "
-            f"started {done.started_at.ToDatetime(dt.UTC) - when} late", capsys)
+    _report(
+        f"scheduler holder killed: first message {late:.2f} s after scheduled_at; "
+        f"started {done.started_at.ToDatetime(dt.UTC) - when} late",
+        capsys,
+    )
 
 
 def test_a_stalled_campaign_is_resumed_once_however_many_workers_sweep(
-        app, campaigns, audience, messages, org_id, redis_url, monkeypatch):
+    app, campaigns, audience, messages, org_id, redis_url, monkeypatch
+):
     """Five workers sweeping at once resume a stalled campaign once; after STALE_SECONDS
     (here 1) it may be resumed again, if it is still stalled."""
     monkeypatch.setenv("STALE_SECONDS", "1")

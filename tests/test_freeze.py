@@ -9,32 +9,49 @@ from typing import Any
 
 import pytest
 
-from jobs import freeze
-from server import segment_engine as se
-from server.db import release_connection
-from server.models import Campaign, Delivery, Edition
-from server.status import Status
+from jobs.pipeline import freeze
+from server.audience.segments import engine as se
+from server.core.status import Status
+from server.store.db import release_connection
+from server.store.models import Campaign, Delivery, Edition
 from tests.test_segment_engine import _insert, _user
 
 pytestmark = pytest.mark.usefixtures("app")  # the session server opens the database
 
 
 def _campaign(org: int, edition: Edition, channel: str) -> Campaign:
-    return Campaign.create(organization_id=org, edition=edition, segment_id=1, name="f",
-                           channel=channel, sms_body="hi", status=Status.CALCULATING)
+    return Campaign.create(
+        organization_id=org,
+        edition=edition,
+        segment_id=1,
+        name="f",
+        channel=channel,
+        sms_body="hi",
+        status=Status.CALCULATING,
+    )
 
 
 def _ledger(campaign_id: int) -> set[tuple[Any, ...]]:
-    rows = Delivery.select(Delivery.user_id, Delivery.address, Delivery.status,
-                           Delivery.skip_reason).where(Delivery.campaign == campaign_id).tuples()
+    rows = (
+        Delivery.select(Delivery.user_id, Delivery.address, Delivery.status, Delivery.skip_reason)
+        .where(Delivery.campaign == campaign_id)
+        .tuples()
+    )
     return set(rows)
 
 
 @pytest.mark.parametrize("channel", ["email", "sms"])
-@pytest.mark.parametrize("expression", ["true", 'user.language == "en" && !user.sms_unsubscribed',
-                                        'user.attributes.ticket_type == "vip"'])
-def test_sql_and_python_freezes_write_the_same_ledger(org_id: int, channel: str,
-                                                      expression: str) -> None:
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "true",
+        'user.language == "en" && !user.sms_unsubscribed',
+        'user.attributes.ticket_type == "vip"',
+    ],
+)
+def test_sql_and_python_freezes_write_the_same_ledger(
+    org_id: int, channel: str, expression: str
+) -> None:
     rnd = random.Random(7)
     users = [_user(rnd, i) for i in range(300)]
     for user in users[:40]:  # addresses the skip rules must call invalid

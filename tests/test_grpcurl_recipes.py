@@ -33,10 +33,19 @@ from tests.delivery_fixtures import forget_dead_scheduler
 README_ADDRESS = "127.0.0.1:50051"
 DATA = re.compile(r"-d '([^']*)'")
 # Request fields holding the id of something the recipes create, by the kind of thing.
-REFERENCES = {"edition_id": "edition", "segment_id": "segment", "user_id": "user",
-              "email_message_id": "email_message", "campaign_id": "campaign"}
-CREATES = {"CreateEdition": "edition", "CreateSegment": "segment",
-           "CreateEmailMessage": "email_message", "CreateCampaign": "campaign"}
+REFERENCES = {
+    "edition_id": "edition",
+    "segment_id": "segment",
+    "user_id": "user",
+    "email_message_id": "email_message",
+    "campaign_id": "campaign",
+}
+CREATES = {
+    "CreateEdition": "edition",
+    "CreateSegment": "segment",
+    "CreateEmailMessage": "email_message",
+    "CreateCampaign": "campaign",
+}
 
 
 def recipe_block(readme: str) -> list[str]:
@@ -47,8 +56,13 @@ def recipe_block(readme: str) -> list[str]:
 
 def kind_of_id(method: str) -> str:
     """What the `id` of a request to `method` names, e.g. GetEmailMessage -> email_message."""
-    for word, kind in (("EmailMessage", "email_message"), ("Edition", "edition"),
-                       ("Segment", "segment"), ("User", "user"), ("Campaign", "campaign")):
+    for word, kind in (
+        ("EmailMessage", "email_message"),
+        ("Edition", "edition"),
+        ("Segment", "segment"),
+        ("User", "user"),
+        ("Campaign", "campaign"),
+    ):
         if word in method:
             return kind
     raise AssertionError(f"which id does {method} take?")
@@ -84,22 +98,29 @@ class Ids:
 
 
 @pytest.fixture(scope="module")
-def worker(app, database_url, redis_url, settings, repo_root, tmp_path_factory
-           ) -> Iterator[None]:
+def worker(app, database_url, redis_url, settings, repo_root, tmp_path_factory) -> Iterator[None]:
     """A real worker on the test database and queue, sending SMS to an outbox folder."""
     directory = tmp_path_factory.mktemp("recipes-worker")
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-           "CAMPAIGNS_QUEUE": settings.queue_name, "SMS_PROVIDER": "outbox",
-           "EMAIL_PROVIDER": "outbox", "OUTBOX_DIR": str(directory / "outbox")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CAMPAIGNS_QUEUE": settings.queue_name,
+        "SMS_PROVIDER": "outbox",
+        "EMAIL_PROVIDER": "outbox",
+        "OUTBOX_DIR": str(directory / "outbox"),
+    }
     forget_dead_scheduler(redis_url, settings.queue_name)
     with open(directory / "worker.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "jobs"], cwd=repo_root, env=env,
-                                stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs"], cwd=repo_root, env=env, stdout=log, stderr=log
+        )
     connection = Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + 20
-        while proc.poll() is None and not Worker.all(queue=Queue(settings.queue_name,
-                                                                 connection=connection)):
+        while proc.poll() is None and not Worker.all(
+            queue=Queue(settings.queue_name, connection=connection)
+        ):
             assert time.monotonic() < deadline, "the worker did not start within 20 s"
             time.sleep(0.1)
         assert proc.poll() is None, (directory / "worker.log").read_text()[-4000:]
@@ -114,8 +135,13 @@ def worker(app, database_url, redis_url, settings, repo_root, tmp_path_factory
 
 
 def run_recipe(line: str, prelude: list[str], repo_root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", "\n".join([*prelude, line])], cwd=repo_root,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", "-c", "\n".join([*prelude, line])],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def learn(ids: Ids, method: str, output: str, audience: Any) -> None:
@@ -132,15 +158,20 @@ def learn(ids: Ids, method: str, output: str, audience: Any) -> None:
 def test_every_rpc_has_a_recipe(repo_root):
     block = "\n".join(recipe_block((repo_root / "README.md").read_text()))
     pool = descriptor_pool.Default()
-    missing = [f"{name}/{method.name}" for name in SERVICES
-               for method in pool.FindServiceByName(name).methods
-               if f" {name}/{method.name}" not in block]
+    missing = [
+        f"{name}/{method.name}"
+        for name in SERVICES
+        for method in pool.FindServiceByName(name).methods
+        if f" {name}/{method.name}" not in block
+    ]
     assert not missing, f"README has no grpcurl recipe for {missing}"
 
 
 def test_the_recipes_work_as_written(worker, address, audience, org_id, repo_root):
-    lines = [line.replace(README_ADDRESS, address)
-             for line in recipe_block((repo_root / "README.md").read_text())]
+    lines = [
+        line.replace(README_ADDRESS, address)
+        for line in recipe_block((repo_root / "README.md").read_text())
+    ]
     prelude = [line for line in lines if re.match(r"^[A-Z]+=", line)]
     ids = Ids(org_id)
     watched: list[str] = []
@@ -152,7 +183,7 @@ def test_the_recipes_work_as_written(worker, address, audience, org_id, repo_roo
         if found:
             request = json.dumps(ids.rewrite(json.loads(found.group(1)), method))
             assert "'" not in request
-            line = line[:found.start(1)] + request + line[found.end(1):]
+            line = line[: found.start(1)] + request + line[found.end(1) :]
         result = run_recipe(line, prelude, repo_root)
         assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
         learn(ids, method, result.stdout, audience)

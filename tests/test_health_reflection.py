@@ -31,8 +31,15 @@ from tests.helpers import make_segment
 CAMPAIGN_SERVICE = "campaigns.v1.CampaignService"
 AUDIENCE_SERVICE = "campaigns.v1.AudienceService"
 RPCS = {
-    "ListCampaigns", "CreateCampaign", "GetCampaign", "UpdateCampaign", "DeleteCampaign",
-    "CancelCampaign", "ScheduleCampaign", "SendCampaignNow", "GetCampaignStats",
+    "ListCampaigns",
+    "CreateCampaign",
+    "GetCampaign",
+    "UpdateCampaign",
+    "DeleteCampaign",
+    "CancelCampaign",
+    "ScheduleCampaign",
+    "SendCampaignNow",
+    "GetCampaignStats",
     "WatchCampaignStats",
 }
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -68,8 +75,12 @@ def test_health_of_an_unknown_service_is_not_found(channel):
 def test_reflection_lists_services_and_describes_every_rpc(channel):
     database = ProtoReflectionDescriptorDatabase(channel)
     services = set(database.get_services())
-    assert {CAMPAIGN_SERVICE, AUDIENCE_SERVICE, "grpc.health.v1.Health",
-            "grpc.reflection.v1alpha.ServerReflection"} <= services
+    assert {
+        CAMPAIGN_SERVICE,
+        AUDIENCE_SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= services
 
     pool = descriptor_pool.DescriptorPool(database)
     service = pool.FindServiceByName(CAMPAIGN_SERVICE)
@@ -86,14 +97,17 @@ def test_reflection_lists_services_and_describes_every_rpc(channel):
     stats = watch.output_type.fields_by_name["stats"].message_type
     assert stats.full_name == "campaigns.v1.CampaignStats"
     assert {"delivery_rate", "open_rate", "click_rate", "unsubscribe_rate"} <= set(
-        stats.fields_by_name)
+        stats.fields_by_name
+    )
     create = pool.FindMethodByName(f"{CAMPAIGN_SERVICE}.CreateCampaign")
     assert create.output_type.fields_by_name["campaign"].message_type.full_name == (
-        "campaigns.v1.Campaign")
+        "campaigns.v1.Campaign"
+    )
 
 
-def grpcurl(address: str, *args: str, data: dict[str, Any] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def grpcurl(
+    address: str, *args: str, data: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [str(GRPCURL), "-plaintext", "-max-time", "20"]
     if data is not None:
         command += ["-d", json.dumps(data)]
@@ -119,20 +133,37 @@ def test_grpcurl_lists_the_services(address):
 
 
 def test_grpcurl_creates_and_reads_a_campaign(address, audience, org_id):
-    edition = grpcurl_json(address, f"{AUDIENCE_SERVICE}/CreateEdition", {
-        "edition": {"organization_id": str(org_id), "name": "Via grpcurl",
-                    "timezone": "America/New_York", "default_country_code": "+1"},
-    })["edition"]
+    edition = grpcurl_json(
+        address,
+        f"{AUDIENCE_SERVICE}/CreateEdition",
+        {
+            "edition": {
+                "organization_id": str(org_id),
+                "name": "Via grpcurl",
+                "timezone": "America/New_York",
+                "default_country_code": "+1",
+            },
+        },
+    )["edition"]
     assert edition["name"] == "Via grpcurl"
     assert edition["organization_id"] == str(org_id)  # int64 travels as a JSON string
-    segment = make_segment(audience, edition_pb2.Edition(
-        id=int(edition["id"]), organization_id=org_id))
+    segment = make_segment(
+        audience, edition_pb2.Edition(id=int(edition["id"]), organization_id=org_id)
+    )
 
-    created = grpcurl_json(address, f"{CAMPAIGN_SERVICE}/CreateCampaign", {
-        "organization_id": org_id, "edition_id": edition["id"], "segment_id": segment.id,
-        "name": "Launch", "channel": "CHANNEL_SMS", "sms_body": "Doors open at 18:00",
-        "scheduled_at": "2040-01-15T17:30:00Z",
-    })["campaign"]
+    created = grpcurl_json(
+        address,
+        f"{CAMPAIGN_SERVICE}/CreateCampaign",
+        {
+            "organization_id": org_id,
+            "edition_id": edition["id"],
+            "segment_id": segment.id,
+            "name": "Launch",
+            "channel": "CHANNEL_SMS",
+            "sms_body": "Doors open at 18:00",
+            "scheduled_at": "2040-01-15T17:30:00Z",
+        },
+    )["campaign"]
     assert created["status"] == "CAMPAIGN_STATUS_DRAFT"
     assert created["channel"] == "CHANNEL_SMS"
     assert created["timezone"] == "America/New_York"
@@ -144,9 +175,13 @@ def test_grpcurl_creates_and_reads_a_campaign(address, audience, org_id):
 
 
 def test_grpcurl_shows_invalid_argument(address, org_id):
-    done = grpcurl(address, f"{AUDIENCE_SERVICE}/CreateEdition", data={
-        "edition": {"organization_id": str(org_id), "name": "x", "timezone": "Mars/Base"},
-    })
+    done = grpcurl(
+        address,
+        f"{AUDIENCE_SERVICE}/CreateEdition",
+        data={
+            "edition": {"organization_id": str(org_id), "name": "x", "timezone": "Mars/Base"},
+        },
+    )
     assert done.returncode != 0
     assert "InvalidArgument" in done.stdout + done.stderr
     assert "edition.timezone" in done.stdout + done.stderr
@@ -174,7 +209,8 @@ def test_health_follows_redis(settings: Settings, private_redis, tmp_path):
             assert check(channel, CAMPAIGN_SERVICE) == NOT_SERVING
 
             private_redis["proc"], _ = localredis.start(
-                tmp_path / "redis-again", port=private_redis["port"])
+                tmp_path / "redis-again", port=private_redis["port"]
+            )
             took = wait_for(lambda: check(channel, CAMPAIGN_SERVICE) == SERVING, 6.0)
             print(f"SERVING again after {took:.1f} s")
             assert check(channel) == SERVING

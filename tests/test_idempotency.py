@@ -19,9 +19,9 @@ import pytest
 
 from campaigns.v1 import campaign_pb2 as c
 from campaigns.v1 import campaign_service_pb2 as cpb
-from server import transitions
-from server.db import release_connection
-from server.status import Action
+from server.campaigns import transitions
+from server.core.status import Action
+from server.store.db import release_connection
 from tests.helpers import (
     DEFAULT_SEGMENTS,
     future,
@@ -47,10 +47,15 @@ def get(campaigns: Any, cid: int) -> c.Campaign:
 
 
 def create_request(edition: Any, key: str, **fields: Any) -> cpb.CreateCampaignRequest:
-    values = {"organization_id": edition.organization_id, "edition_id": edition.id,
-              "segment_id": DEFAULT_SEGMENTS[edition.id], "name": "Retry me",
-              "channel": c.CHANNEL_SMS, "sms_body": "Hi",
-              "request_id": key}
+    values = {
+        "organization_id": edition.organization_id,
+        "edition_id": edition.id,
+        "segment_id": DEFAULT_SEGMENTS[edition.id],
+        "name": "Retry me",
+        "channel": c.CHANNEL_SMS,
+        "sms_body": "Hi",
+        "request_id": key,
+    }
     return cpb.CreateCampaignRequest(**{**values, **fields})
 
 
@@ -58,7 +63,8 @@ def move_request(method: str, cid: int, key: str, when: Any = None) -> tuple[str
     """The RPC name and request of a status move of campaign `cid` with request_id `key`."""
     if method == "schedule":
         return "ScheduleCampaign", cpb.ScheduleCampaignRequest(
-            id=cid, request_id=key, scheduled_at=when or future(7200))
+            id=cid, request_id=key, scheduled_at=when or future(7200)
+        )
     if method == "send_now":
         return "SendCampaignNow", cpb.SendCampaignNowRequest(id=cid, request_id=key)
     return "CancelCampaign", cpb.CancelCampaignRequest(id=cid, request_id=key)
@@ -74,9 +80,13 @@ def test_create_retry_returns_the_first_campaign(campaigns, audience, org_id):
     first = campaigns.CreateCampaign(request).campaign
     assert campaigns.CreateCampaign(request).campaign == first
     assert count(campaigns, org_id) == 1
-    changed = campaigns.UpdateCampaign(cpb.UpdateCampaignRequest(
-        id=first.id, campaign=c.Campaign(name="Changed"), update_mask={"paths": ["name"]},
-    )).campaign
+    changed = campaigns.UpdateCampaign(
+        cpb.UpdateCampaignRequest(
+            id=first.id,
+            campaign=c.Campaign(name="Changed"),
+            update_mask={"paths": ["name"]},
+        )
+    ).campaign
     again = campaigns.CreateCampaign(request).campaign
     assert again == first and again.etag != changed.etag and again.name == "Retry me"
     assert count(campaigns, org_id) == 1
@@ -100,8 +110,7 @@ def test_schedule_retry_does_not_undo_a_later_reschedule(campaigns, audience, or
     assert get(campaigns, campaign.id) == moved
 
 
-def test_send_now_retry_answers_as_first_even_after_workers_moved_on(campaigns, audience,
-                                                                     org_id):
+def test_send_now_retry_answers_as_first_even_after_workers_moved_on(campaigns, audience, org_id):
     campaign = make_campaign(campaigns, make_edition(audience, org_id))
     rpc, request = move_request("send_now", campaign.id, rid())
     first = invoke(campaigns, rpc, request)
@@ -134,8 +143,11 @@ def test_failed_call_does_not_use_up_its_key(campaigns, audience, org_id):
     with pytest.raises(grpc.RpcError) as err:
         invoke(campaigns, rpc, request)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    campaigns.UpdateCampaign(cpb.UpdateCampaignRequest(
-        id=campaign.id, campaign=c.Campaign(sms_body="Now"), update_mask={"paths": ["sms_body"]}))
+    campaigns.UpdateCampaign(
+        cpb.UpdateCampaignRequest(
+            id=campaign.id, campaign=c.Campaign(sms_body="Now"), update_mask={"paths": ["sms_body"]}
+        )
+    )
     assert invoke(campaigns, rpc, request).status == c.CAMPAIGN_STATUS_CALCULATING
 
 
@@ -181,7 +193,8 @@ def test_request_id_length(campaigns, audience, org_id, method):
     assert get(campaigns, draft.id) == draft
     run("k" * 120 + rid()[:8])  # 128 characters is fine
     assert (count(campaigns, org_id), get(campaigns, draft.id) == draft) == (
-        (2, True) if method == "create" else (1, False))
+        (2, True) if method == "create" else (1, False)
+    )
 
 
 def race(call: Any, n: int = 8) -> list[Any]:

@@ -26,10 +26,11 @@ from rq.registry import ScheduledJobRegistry
 from campaigns.v1 import audience_service_pb2 as apb
 from campaigns.v1 import campaign_pb2, user_pb2
 from campaigns.v1 import campaign_service_pb2 as cpb
-from jobs import context, kickoff
-from jobs.dispatch import kickoff_job_id
-from server.db import release_connection, write_transaction
-from server.models import Campaign, utcnow
+from jobs import context
+from jobs.enqueue import kickoff_job_id
+from jobs.pipeline import kickoff
+from server.store.db import release_connection, write_transaction
+from server.store.models import Campaign, utcnow
 from tests.delivery_fixtures import forget_dead_scheduler, stop_process
 from tests.helpers import future, make_campaign, make_edition, ts
 
@@ -50,8 +51,7 @@ class RunningWorker:
         """The SMS the outbox provider wrote for a campaign."""
         path = self.outbox / "sms.jsonl"
         lines = path.read_text().splitlines() if path.exists() else []
-        return [m for m in map(json.loads, lines)
-                if m["id"].startswith(f"campaign-{campaign_id}.")]
+        return [m for m in map(json.loads, lines) if m["id"].startswith(f"campaign-{campaign_id}.")]
 
     def output(self) -> str:
         return "worker stderr:\n" + self.log.read_text(errors="replace")[-6000:]
@@ -65,24 +65,36 @@ def rq_redis(redis_url: str) -> Iterator[Redis]:
 
 
 @pytest.fixture(scope="module")
-def worker(app, database_url, redis_url, settings, repo_root, rq_redis, tmp_path_factory
-           ) -> Iterator[RunningWorker]:
+def worker(
+    app, database_url, redis_url, settings, repo_root, rq_redis, tmp_path_factory
+) -> Iterator[RunningWorker]:
     directory = tmp_path_factory.mktemp("worker")
     log, outbox = directory / "worker.log", directory / "outbox"
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-           "CAMPAIGNS_QUEUE": settings.queue_name, "SMS_PROVIDER": "outbox",
-           "OUTBOX_DIR": str(outbox)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CAMPAIGNS_QUEUE": settings.queue_name,
+        "SMS_PROVIDER": "outbox",
+        "OUTBOX_DIR": str(outbox),
+    }
     forget_dead_scheduler(redis_url, settings.queue_name)
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "jobs"], cwd=repo_root, env=env,
-                                stdout=sink, stderr=sink)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs"], cwd=repo_root, env=env, stdout=sink, stderr=sink
+        )
     running = RunningWorker(proc, log, outbox)
     queue = Queue(settings.queue_name, connection=rq_redis)
     try:
         # Listed, and a scheduler holds the queue's lock (scheduled kickoffs need one).
         lock = f"rq:scheduler-lock:{settings.queue_name}"
-        ready = wait_until(lambda: proc.poll() is not None or (
-            bool(Worker.all(queue=queue)) and bool(rq_redis.exists(lock))), 20)
+        ready = wait_until(
+            lambda: (
+                proc.poll() is not None
+                or (bool(Worker.all(queue=queue)) and bool(rq_redis.exists(lock)))
+            ),
+            20,
+        )
         assert ready and proc.poll() is None, running.output()
         yield running
     finally:
@@ -93,10 +105,14 @@ def worker(app, database_url, redis_url, settings, repo_root, rq_redis, tmp_path
 def campaign(campaigns, audience, org_id) -> campaign_pb2.Campaign:
     """An SMS campaign to everyone in an edition of one user."""
     edition = make_edition(audience, org_id)
-    member = user_pb2.User(external_id="only", phone="+4520123456", first_name="Ann",
-                           sms_consent=True)
-    imported = audience.ImportUsers(iter([apb.ImportUsersRequest(
-        organization_id=org_id, edition_id=edition.id, users=[member])]))
+    member = user_pb2.User(
+        external_id="only", phone="+4520123456", first_name="Ann", sms_consent=True
+    )
+    imported = audience.ImportUsers(
+        iter(
+            [apb.ImportUsersRequest(organization_id=org_id, edition_id=edition.id, users=[member])]
+        )
+    )
     assert imported.created == 1
     return make_campaign(campaigns, edition)
 
@@ -118,7 +134,8 @@ def finished_job(job_id: str, connection: Redis, worker: RunningWorker, timeout:
     job = Job.fetch(job_id, connection=connection)
     done = (JobStatus.FINISHED, JobStatus.FAILED)
     assert wait_until(lambda: job.get_status(refresh=True) in done, timeout), (
-        f"job {job_id} is {job.get_status()}\n{worker.output()}")
+        f"job {job_id} is {job.get_status()}\n{worker.output()}"
+    )
     assert job.get_status() == JobStatus.FINISHED, f"{job.exc_info}\n{worker.output()}"
     return job
 
@@ -199,7 +216,8 @@ def test_a_repeated_kickoff_does_nothing_the_second_time(jobs_env, campaigns, ca
         # see the campaign due in between and take the first kickoff from us.
         with write_transaction():
             Campaign.update(scheduled_at=utcnow() - dt.timedelta(minutes=1)).where(
-                Campaign.id == campaign.id).execute()
+                Campaign.id == campaign.id
+            ).execute()
             first = kickoff.kickoff(campaign.id)
         second = kickoff.kickoff(campaign.id)
     finally:
@@ -212,9 +230,11 @@ def test_a_repeated_kickoff_does_nothing_the_second_time(jobs_env, campaigns, ca
 
 
 def test_the_sweep_kicks_off_a_due_campaign_whose_job_was_lost(
-        worker, campaigns, campaign, rq_redis, settings):
+    worker, campaigns, campaign, rq_redis, settings
+):
     scheduled = campaigns.ScheduleCampaign(
-        cpb.ScheduleCampaignRequest(id=campaign.id, scheduled_at=future())).campaign
+        cpb.ScheduleCampaignRequest(id=campaign.id, scheduled_at=future())
+    ).campaign
     registry = ScheduledJobRegistry(queue=Queue(settings.queue_name, connection=rq_redis))
     job_id = kickoff_job_id(campaign.id, scheduled.scheduled_at.ToDatetime())
     assert job_id in registry.get_job_ids()
@@ -226,7 +246,8 @@ def test_the_sweep_kicks_off_a_due_campaign_whose_job_was_lost(
     assert get(campaigns, campaign.id).status == SCHEDULED
     # The sweep runs at worker start and every 15 s.
     assert wait_until(lambda: get(campaigns, campaign.id).status != SCHEDULED, 40, 0.25), (
-        worker.output())
+        worker.output()
+    )
     job = finished_job(f"sweep-kickoff-{campaign.id}", rq_redis, worker, 5)
     assert job.return_value() == "sending"
     assert wait_until(lambda: get(campaigns, campaign.id).status == SENT, 15), worker.output()

@@ -29,3 +29,16 @@ def test_ruff_is_clean(repo_root: Path) -> None:
 def test_mypy_is_clean(repo_root: Path) -> None:
     result = _run([str(BIN / "mypy")], repo_root)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_clean(repo_root: Path) -> None:
+    paths = ["server", "jobs", "scripts", "tests", "bench", "clients/python/campaign_client"]
+    result = _run([str(BIN / "ruff"), "format", "--check", *paths], repo_root)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts_are_kept(repo_root: Path) -> None:
+    """The layering rules of README "Layout" (contracts in pyproject.toml, none ignored)."""
+    result = _run([str(BIN / "lint-imports"), "--no-cache"], repo_root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout, result.stdout

@@ -17,8 +17,9 @@ from tests.conftest import ADMIN_URL, BACKEND
 
 SCRIPT = textwrap.dedent("""
     import sys
-    from server.db import open_database, database
-    from server import migrations, models
+    from server.store.db import open_database, database
+    from server.store import migrations
+    from server.store import models
     open_database(sys.argv[1])
     with database.atomic():
         database.create_tables([models.SchemaVersion])
@@ -70,8 +71,11 @@ def empty_database(tmp_path: Path) -> Iterator[str]:
 
 def test_upgrade_from_version_1_keeps_data(empty_database: str, repo_root: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, empty_database], cwd=repo_root, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-c", SCRIPT, empty_database],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("migrated")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from jobs.ratelimit import RateLimiter
+from jobs.sending.ratelimit import RateLimiter
 
 
 @pytest.fixture

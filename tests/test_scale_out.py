@@ -85,15 +85,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def _serving(server: ServerProcess) -> bool:
     try:
         reply = health_pb2_grpc.HealthStub(server.channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=1)
+            health_pb2.HealthCheckRequest(service=""), timeout=1
+        )
     except grpc.RpcError:
         return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 @pytest.fixture(scope="module")
-def servers(app, database_url, redis_url, settings, repo_root, tmp_path_factory
-            ) -> Iterator[list[ServerProcess]]:
+def servers(
+    app, database_url, redis_url, settings, repo_root, tmp_path_factory
+) -> Iterator[list[ServerProcess]]:
     """Servers A and B as separate processes (`app` first: the schema is migrated and this
     process's database handle, used to read the ledger, is open)."""
     log_dir = tmp_path_factory.mktemp("servers")
@@ -101,16 +103,23 @@ def servers(app, database_url, redis_url, settings, repo_root, tmp_path_factory
     try:
         for name in ("a", "b"):
             port = free_port()
-            env = {**os.environ, "GRPC_HOST": "127.0.0.1", "DEV_MODE": "1", "GRPC_PORT": str(port),
-                   "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                   "CAMPAIGNS_QUEUE": settings.queue_name, "WATCH_INTERVAL": "0.1"}
+            env = {
+                **os.environ,
+                "GRPC_HOST": "127.0.0.1",
+                "DEV_MODE": "1",
+                "GRPC_PORT": str(port),
+                "DATABASE_URL": database_url,
+                "REDIS_URL": redis_url,
+                "CAMPAIGNS_QUEUE": settings.queue_name,
+                "WATCH_INTERVAL": "0.1",
+            }
             log = log_dir / f"server-{name}.log"
             with open(log, "wb") as out:
-                proc = subprocess.Popen([sys.executable, "-m", "server"], cwd=repo_root,
-                                        env=env, stdout=out, stderr=out)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "server"], cwd=repo_root, env=env, stdout=out, stderr=out
+                )
             address = f"127.0.0.1:{port}"
-            started.append(ServerProcess(name, proc, log, grpc.insecure_channel(address),
-                                         address))
+            started.append(ServerProcess(name, proc, log, grpc.insecure_channel(address), address))
         for server in started:
             ok = wait_until(lambda s=server: s.proc.poll() is not None or _serving(s), 20, 0.1)
             assert ok and server.proc.poll() is None, server.output()
@@ -128,15 +137,25 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(scope="module")
-def workers(servers, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
-            ) -> Iterator[list[RunningWorker]]:
+def workers(
+    servers, database_url, redis_url, settings, repo_root, smtp, tmp_path_factory
+) -> Iterator[list[RunningWorker]]:
     # Small claims and groups, so the three workers really compete for the same rows.
     env = {**smtp.env(), "SEND_GROUP_SIZE": "10"}
     with ExitStack() as stack:
-        running = [stack.enter_context(start_worker(
-            database_url=database_url, redis_url=redis_url, queue_name=settings.queue_name,
-            repo_root=repo_root, log_dir=tmp_path_factory.mktemp(f"worker-{i}"), env=env))
-            for i in range(WORKERS)]
+        running = [
+            stack.enter_context(
+                start_worker(
+                    database_url=database_url,
+                    redis_url=redis_url,
+                    queue_name=settings.queue_name,
+                    repo_root=repo_root,
+                    log_dir=tmp_path_factory.mktemp(f"worker-{i}"),
+                    env=env,
+                )
+            )
+            for i in range(WORKERS)
+        ]
         yield running
 
 
@@ -158,28 +177,57 @@ def _logs(servers: list[ServerProcess], workers: list[RunningWorker]) -> str:
 
 
 def test_one_campaign_through_two_servers_and_three_workers_is_sent_exactly_once(
-        servers, workers, smtp, org_id):
+    servers, workers, smtp, org_id
+):
     a, b = servers
     tag = uuid.uuid4().hex[:8]
 
     # Everything is made through server A.
     edition = make_edition(a.audience, org_id)
-    segment = make_segment(a.audience, edition, "user.attributes.tickets > 0",
-                           name="Ticket holders")
-    message = make_email_message(a.messages, edition, subject="Hi {{ user.first_name }}",
-                                 text_body="Hello {{ user.first_name }}!\n")
-    campaign = make_campaign(a.campaigns, edition, channel=EMAIL, sms_body="",
-                             email_message_id=message.id, segment_id=segment.id)
+    segment = make_segment(
+        a.audience, edition, "user.attributes.tickets > 0", name="Ticket holders"
+    )
+    message = make_email_message(
+        a.messages,
+        edition,
+        subject="Hi {{ user.first_name }}",
+        text_body="Hello {{ user.first_name }}!\n",
+    )
+    campaign = make_campaign(
+        a.campaigns,
+        edition,
+        channel=EMAIL,
+        sms_body="",
+        email_message_id=message.id,
+        segment_id=segment.id,
+    )
 
     def address(i: int) -> str:
         return f"u{i:04d}.{tag}@mail.example.com"
 
-    people = [user(f"u{i:04d}", email=address(i), first_name=f"User{i}", email_consent=True,
-                   attributes={"tickets": 1 + i % 3}) for i in range(ELIGIBLE)]
-    people += [user(f"noconsent{i}", email=f"nc{i}.{tag}@mail.example.com",
-                    attributes={"tickets": 1}) for i in range(10)]
-    people += [user(f"nomatch{i}", email=f"nm{i}.{tag}@mail.example.com", email_consent=True,
-                    attributes={"tickets": 0}) for i in range(10)]
+    people = [
+        user(
+            f"u{i:04d}",
+            email=address(i),
+            first_name=f"User{i}",
+            email_consent=True,
+            attributes={"tickets": 1 + i % 3},
+        )
+        for i in range(ELIGIBLE)
+    ]
+    people += [
+        user(f"noconsent{i}", email=f"nc{i}.{tag}@mail.example.com", attributes={"tickets": 1})
+        for i in range(10)
+    ]
+    people += [
+        user(
+            f"nomatch{i}",
+            email=f"nm{i}.{tag}@mail.example.com",
+            email_consent=True,
+            attributes={"tickets": 0},
+        )
+        for i in range(10)
+    ]
     # Half the users through each server: both write to the one database.
     half = len(people) // 2
     import_users(a.audience, org_id, edition.id, people[:half])
@@ -193,16 +241,16 @@ def test_one_campaign_through_two_servers_and_three_workers_is_sent_exactly_once
 
     # ... and watched on server A until the stream says it is over.
     updates = []
-    stream = a.campaigns.WatchCampaignStats(cpb.WatchCampaignStatsRequest(id=campaign.id),
-                                            timeout=90)
+    stream = a.campaigns.WatchCampaignStats(
+        cpb.WatchCampaignStatsRequest(id=campaign.id), timeout=90
+    )
     try:
         for update in stream:
             updates.append(update)
             if update.final:
                 break
     except grpc.RpcError as exc:
-        pytest.fail(f"watch ended with {exc.code()}: {exc.details()}\n"
-                    f"{_logs(servers, workers)}")
+        pytest.fail(f"watch ended with {exc.code()}: {exc.details()}\n{_logs(servers, workers)}")
     assert updates and updates[-1].final, (updates[-1:], _logs(servers, workers))
     sents = [u.stats.sent for u in updates]
     assert sents == sorted(sents), sents  # counters never go backwards
@@ -213,15 +261,20 @@ def test_one_campaign_through_two_servers_and_three_workers_is_sent_exactly_once
     done_a, done_b = get(a.campaigns, campaign.id), get(b.campaigns, campaign.id)
     assert done_a == done_b
     assert done_a.status == SENT, (done_a, _logs(servers, workers))
-    assert (done_a.user_count, done_a.total_recipients, done_a.sent_count,
-            done_a.failed_count) == (ELIGIBLE + 10, ELIGIBLE, ELIGIBLE, 0), done_a
+    assert (done_a.user_count, done_a.total_recipients, done_a.sent_count, done_a.failed_count) == (
+        ELIGIBLE + 10,
+        ELIGIBLE,
+        ELIGIBLE,
+        0,
+    ), done_a
 
     # Exactly one message per eligible address, none to anyone else.
     # The SMTP sink may lag the final status by nothing: a row is `sent` only after DATA.
     per_address = smtp.per_address(campaign.id)
     assert per_address == {address(i): 1 for i in range(ELIGIBLE)}, (
         {k: v for k, v in per_address.items() if v != 1},
-        set(address(i) for i in range(ELIGIBLE)) - set(per_address))
+        set(address(i) for i in range(ELIGIBLE)) - set(per_address),
+    )
     message_ids = Counter(str(r.message["Message-ID"]) for r in smtp.of_campaign(campaign.id))
     assert len(message_ids) == ELIGIBLE and set(message_ids.values()) == {1}
 
@@ -229,8 +282,9 @@ def test_one_campaign_through_two_servers_and_three_workers_is_sent_exactly_once
     assert_counters_match_ledger(b.campaigns, campaign.id)
     by_status = Counter((r.status, r.skip_reason) for r in rows)
     assert by_status == {("sent", ""): ELIGIBLE, ("skipped", "no_consent"): 10}, by_status
-    assert all(r.attempts == 1 for r in rows if r.status == "sent"), (
-        [(r.user_id, r.attempts) for r in rows if r.attempts != 1])
+    assert all(r.attempts == 1 for r in rows if r.status == "sent"), [
+        (r.user_id, r.attempts) for r in rows if r.attempts != 1
+    ]
 
     # Every process is still alive: nothing crashed along the way.
     for server in servers:

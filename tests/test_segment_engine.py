@@ -11,11 +11,11 @@ from typing import Any
 import cel
 import pytest
 
-from server import segment_engine as se
-from server.db import database, open_database
-from server.exceptions import InvalidArgument
-from server.migrations import migrate
-from server.models import Edition, User, UserEdition, utcnow
+from server.audience.segments import engine as se
+from server.core.errors import InvalidArgument
+from server.store.db import database, open_database
+from server.store.migrations import migrate
+from server.store.models import Edition, User, UserEdition, utcnow
 
 EXAMPLE = 'user.attributes.ticket_type == "vip" && "early-bird" in user.attributes.tags'
 
@@ -23,67 +23,147 @@ EXAMPLE = 'user.attributes.ticket_type == "vip" && "early-bird" in user.attribut
 EXPRESSIONS: list[tuple[str, list[str]]] = [
     (EXAMPLE, ['user.attributes.ticket_type == "vip"', '"early-bird" in user.attributes.tags']),
     ('"vip" == user.attributes.ticket_type || user.sms_consent', []),
-    ('!(user.attributes.ticket_type == "vip") && user.email_consent',
-     ["user.email_consent == true"]),
-    ('user.attributes.note == "a && b" && user.language == "en"',
-     ['user.attributes.note == "a && b"', 'user.language == "en"']),
-    ("user.attributes.note == 'say \"hi\" && \\'bye\\'' && !user.sms_unsubscribed",
-     ['user.attributes.note == "say \\"hi\\" && \'bye\'"', "user.sms_unsubscribed == false"]),
-    ('(user.attributes.ticket_type == "vip" && user.email_consent == true)'
-     " && (user.attributes.orders > 2 || user.attributes.flag)",
-     ['user.attributes.ticket_type == "vip"', "user.email_consent == true"]),
-    ('user.attributes.profile.tier == "gold" && user.attributes.orders > 2',
-     ['user.attributes.profile.tier == "gold"']),
+    (
+        '!(user.attributes.ticket_type == "vip") && user.email_consent',
+        ["user.email_consent == true"],
+    ),
+    (
+        'user.attributes.note == "a && b" && user.language == "en"',
+        ['user.attributes.note == "a && b"', 'user.language == "en"'],
+    ),
+    (
+        "user.attributes.note == 'say \"hi\" && \\'bye\\'' && !user.sms_unsubscribed",
+        ['user.attributes.note == "say \\"hi\\" && \'bye\'"', "user.sms_unsubscribed == false"],
+    ),
+    (
+        '(user.attributes.ticket_type == "vip" && user.email_consent == true)'
+        " && (user.attributes.orders > 2 || user.attributes.flag)",
+        ['user.attributes.ticket_type == "vip"', "user.email_consent == true"],
+    ),
+    (
+        'user.attributes.profile.tier == "gold" && user.attributes.orders > 2',
+        ['user.attributes.profile.tier == "gold"'],
+    ),
     ("user.attributes.orders > 2", []),
-    ("user.email_consent == false && 'early-bird' in user.attributes.tags",
-     ["user.email_consent == false", '"early-bird" in user.attributes.tags']),
-    ('user.attributes.flag && user.first_name == "Ana" || user.attributes.profile.city == "Zürich"',
-     []),
+    (
+        "user.email_consent == false && 'early-bird' in user.attributes.tags",
+        ["user.email_consent == false", '"early-bird" in user.attributes.tags'],
+    ),
+    (
+        'user.attributes.flag && user.first_name == "Ana"'
+        ' || user.attributes.profile.city == "Zürich"',
+        [],
+    ),
     ('user.attributes.ticket_type == "vip" ? user.email_consent : user.sms_consent', []),
-    ('has(user.attributes.tags) && "early-bird" in user.attributes.tags'
-     " && size(user.attributes.tags) > 1", ['"early-bird" in user.attributes.tags']),
-    ('user.attributes.note == r"a && b" // && user.sms_consent\n && true == user.sms_consent',
-     ['user.attributes.note == "a && b"', "user.sms_consent == true"]),
-    ('user.attributes.ticket_type == "vip" && user.email_consent'
-     ' || "early-bird" in user.attributes.tags', []),
-    ('user.attributes.emoji == "\\U0001F600" && user.attributes.flag == false'
-     ' && user.attributes.profile.city == "Zürich"',
-     ['user.attributes.emoji == "😀"', "user.attributes.flag == false",
-      'user.attributes.profile.city == "Zürich"']),
-    ('"\\x76ip" == user.attributes.ticket_type && !user.attributes.flag',
-     ['user.attributes.ticket_type == "vip"', "user.attributes.flag == false"]),
-    ('user.attributes.tags == "early-bird" && user.email == "ana@example.com"',
-     ['user.attributes.tags == "early-bird"', 'user.email == "ana@example.com"']),
-    ('!user.email_unsubscribed && user.attributes.ticket_type == """vip"""',
-     ["user.email_unsubscribed == false", 'user.attributes.ticket_type == "vip"']),
+    (
+        'has(user.attributes.tags) && "early-bird" in user.attributes.tags'
+        " && size(user.attributes.tags) > 1",
+        ['"early-bird" in user.attributes.tags'],
+    ),
+    (
+        'user.attributes.note == r"a && b" // && user.sms_consent\n && true == user.sms_consent',
+        ['user.attributes.note == "a && b"', "user.sms_consent == true"],
+    ),
+    (
+        'user.attributes.ticket_type == "vip" && user.email_consent'
+        ' || "early-bird" in user.attributes.tags',
+        [],
+    ),
+    (
+        'user.attributes.emoji == "\\U0001F600" && user.attributes.flag == false'
+        ' && user.attributes.profile.city == "Zürich"',
+        [
+            'user.attributes.emoji == "😀"',
+            "user.attributes.flag == false",
+            'user.attributes.profile.city == "Zürich"',
+        ],
+    ),
+    (
+        '"\\x76ip" == user.attributes.ticket_type && !user.attributes.flag',
+        ['user.attributes.ticket_type == "vip"', "user.attributes.flag == false"],
+    ),
+    (
+        'user.attributes.tags == "early-bird" && user.email == "ana@example.com"',
+        ['user.attributes.tags == "early-bird"', 'user.email == "ana@example.com"'],
+    ),
+    (
+        '!user.email_unsubscribed && user.attributes.ticket_type == """vip"""',
+        ["user.email_unsubscribed == false", 'user.attributes.ticket_type == "vip"'],
+    ),
     # These read the whole attribute map (or user), so CEL must get all of it.
-    ('user.attributes.size() >= 6 && user.attributes.ticket_type == "vip"',
-     ['user.attributes.ticket_type == "vip"']),
+    (
+        'user.attributes.size() >= 6 && user.attributes.ticket_type == "vip"',
+        ['user.attributes.ticket_type == "vip"'],
+    ),
     ('"flag" in user.attributes && !has(user.attributes.orders) && user["language"] == "da"', []),
-    ("user.attributes.exists(k, k == 'emoji') && size(user) == 12"
-     " && [user].all(u, u.attributes.orders != 0)", []),
+    (
+        "user.attributes.exists(k, k == 'emoji') && size(user) == 12"
+        " && [user].all(u, u.attributes.orders != 0)",
+        [],
+    ),
 ]
 
 READS: list[tuple[str, set[str] | None, set[str] | None]] = [
     (EXAMPLE, {"attributes"}, {"ticket_type", "tags"}),
-    ("has(user.attributes.profile.city) && user.email_consent", {"attributes", "email_consent"},
-     {"profile"}),
+    (
+        "has(user.attributes.profile.city) && user.email_consent",
+        {"attributes", "email_consent"},
+        {"profile"},
+    ),
     ("user.attributes.size() > 2 && user.email.endsWith('x')", {"attributes", "email"}, None),
     ("size(user.attributes) > 2", {"attributes"}, None),
     ('user.attributes["tags"] == 1 && user.id > 3', {"attributes", "id"}, None),
     ("user.language == 'da' // user[0]", {"language"}, set()),
 ]
-FULL_USER = ['user["email"] == ""', '"email" in user', "[1].all(user, user.x == 1)",
-             "user.size() > 1", ".user.email == ''", "user.email() == 1"]
+FULL_USER = [
+    'user["email"] == ""',
+    '"email" in user',
+    "[1].all(user, user.x == 1)",
+    "user.size() > 1",
+    ".user.email == ''",
+    "user.email() == 1",
+]
 
-ODD = [None, True, False, 0, 1, 2.5, -3, "", "vip", "VIP", "vip ", "early-bird", [], {},
-       ["vip"], {"vip": 1}, 2**70]
+ODD = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    2.5,
+    -3,
+    "",
+    "vip",
+    "VIP",
+    "vip ",
+    "early-bird",
+    [],
+    {},
+    ["vip"],
+    {"vip": 1},
+    2**70,
+]
 TICKETS = ["vip", "vip", "vip", "regular", "VIP", 1, ["vip"], {"vip": True}]
-TAGS = [["early-bird"], ["early-bird", "local"], ["local"], "early-bird", {"early-bird": 1},
-        [["early-bird"]], ["early-bird", 1, None], []]
-NOTES = ["a && b", "a && b", 'say "hi" && \'bye\'', "a &amp;& b", "A && B"]
-PROFILES = [{"tier": "gold", "city": "Zürich"}, {"tier": "gold"}, {"tier": 1},
-            {"city": "Zurich"}, ["gold"], "gold", {"tier": {"gold": 1}}]
+TAGS = [
+    ["early-bird"],
+    ["early-bird", "local"],
+    ["local"],
+    "early-bird",
+    {"early-bird": 1},
+    [["early-bird"]],
+    ["early-bird", 1, None],
+    [],
+]
+NOTES = ["a && b", "a && b", "say \"hi\" && 'bye'", "a &amp;& b", "A && B"]
+PROFILES = [
+    {"tier": "gold", "city": "Zürich"},
+    {"tier": "gold"},
+    {"tier": 1},
+    {"city": "Zurich"},
+    ["gold"],
+    "gold",
+    {"tier": {"gold": 1}},
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -106,20 +186,29 @@ _MISSING = object()
 
 def _attributes(rnd: random.Random) -> dict[str, Any]:
     values = {
-        "ticket_type": _pick(rnd, TICKETS), "tags": _pick(rnd, TAGS), "note": _pick(rnd, NOTES),
-        "orders": _pick(rnd, [0, 1, 3, 5, 2.5, 3.0, "4"]), "flag": _pick(rnd, [True, False]),
-        "profile": _pick(rnd, PROFILES), "emoji": _pick(rnd, ["😀", "😀", ":)"]),
+        "ticket_type": _pick(rnd, TICKETS),
+        "tags": _pick(rnd, TAGS),
+        "note": _pick(rnd, NOTES),
+        "orders": _pick(rnd, [0, 1, 3, 5, 2.5, 3.0, "4"]),
+        "flag": _pick(rnd, [True, False]),
+        "profile": _pick(rnd, PROFILES),
+        "emoji": _pick(rnd, ["😀", "😀", ":)"]),
     }
     return {key: value for key, value in values.items() if value is not _MISSING}
 
 
 def _user(rnd: random.Random, index: int) -> dict[str, Any]:
     return {
-        "external_id": f"u{index}", "email": rnd.choice(["ana@example.com", "bo@example.com", ""]),
-        "phone": rnd.choice(["+4512345678", ""]), "first_name": rnd.choice(["Ana", "ana", "Bo"]),
-        "last_name": "Jensen", "language": rnd.choice(["en", "da", "", "EN"]),
-        "attributes": _attributes(rnd), "email_consent": rnd.random() < 0.6,
-        "sms_consent": rnd.random() < 0.5, "email_unsubscribed": rnd.random() < 0.2,
+        "external_id": f"u{index}",
+        "email": rnd.choice(["ana@example.com", "bo@example.com", ""]),
+        "phone": rnd.choice(["+4512345678", ""]),
+        "first_name": rnd.choice(["Ana", "ana", "Bo"]),
+        "last_name": "Jensen",
+        "language": rnd.choice(["en", "da", "", "EN"]),
+        "attributes": _attributes(rnd),
+        "email_consent": rnd.random() < 0.6,
+        "sms_consent": rnd.random() < 0.5,
+        "email_unsubscribed": rnd.random() < 0.2,
         "sms_unsubscribed": rnd.random() < 0.2,
     }
 
@@ -180,8 +269,9 @@ def test_pushdown_descriptions(expression: str, pushed: list[str]):
 
 
 @pytest.mark.parametrize(("expression", "fields", "keys"), READS)
-def test_reads_only_what_the_expression_uses(expression: str, fields: set[str],
-                                             keys: set[str] | None):
+def test_reads_only_what_the_expression_uses(
+    expression: str, fields: set[str], keys: set[str] | None
+):
     needs = se.compile_segment(expression).reads
     assert needs is not None
     assert (needs.fields, needs.attribute_keys) == (fields, keys)
@@ -221,9 +311,10 @@ def test_edition_restricts_to_members(org_id: int):
     edition = Edition.create(organization_id=org_id, name="2027", timezone="UTC")
     other = Edition.create(organization_id=org_id, name="2028", timezone="UTC")
     ids = _insert(org_id, [_simple(i) for i in range(6)])
-    UserEdition.insert_many([(ids[i], edition.id) for i in (0, 2, 4)]
-                            + [(ids[i], other.id) for i in (1, 2)],
-                            fields=[UserEdition.user, UserEdition.edition]).execute()
+    UserEdition.insert_many(
+        [(ids[i], edition.id) for i in (0, 2, 4)] + [(ids[i], other.id) for i in (1, 2)],
+        fields=[UserEdition.user, UserEdition.edition],
+    ).execute()
     compiled = se.compile_segment(EXAMPLE)
     assert _matched_ids(compiled, org_id, edition_id=edition.id) == [ids[0], ids[2], ids[4]]
     assert _matched_ids(compiled, org_id, edition_id=other.id) == [ids[1], ids[2]]
@@ -232,8 +323,11 @@ def test_edition_restricts_to_members(org_id: int):
 
 
 def _simple(index: int, ticket: str = "vip") -> dict[str, Any]:
-    return {"external_id": f"s{index}", "email": f"s{index}@example.com",
-            "attributes": {"ticket_type": ticket, "tags": ["early-bird"]}}
+    return {
+        "external_id": f"s{index}",
+        "email": f"s{index}@example.com",
+        "attributes": {"ticket_type": ticket, "tags": ["early-bird"]},
+    }
 
 
 def test_erased_users_are_excluded(org_id: int):
@@ -262,8 +356,18 @@ def test_keyset_batches_cross_page_boundaries(org_id: int):
 
 
 def test_rows_and_sample(org_id: int):
-    [user_id] = _insert(org_id, [{**_simple(0), "phone": "+4511", "first_name": "Ana",
-                                  "email_consent": True, "sms_unsubscribed": True}])
+    [user_id] = _insert(
+        org_id,
+        [
+            {
+                **_simple(0),
+                "phone": "+4511",
+                "first_name": "Ana",
+                "email_consent": True,
+                "sms_unsubscribed": True,
+            }
+        ],
+    )
     _insert(org_id, [_simple(i) for i in range(1, 5)])
     rows = se.sample(se.compile_segment("user.email_consent || true"), org_id, n=3)
     assert len(rows) == 3 and rows[0].id == user_id
@@ -274,4 +378,5 @@ def test_rows_and_sample(org_id: int):
     assert type(first.email_consent) is bool
     assert se.sample(se.compile_segment("user.id == " + str(user_id)), org_id, n=0) == []
     assert [r.id for r in se.sample(se.compile_segment(f"user.id == {user_id}"), org_id)] == [
-        user_id]
+        user_id
+    ]

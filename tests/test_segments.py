@@ -48,10 +48,12 @@ def _create(audience: Any, org_id: int, **fields: Any) -> segment_pb2.Segment:
     return audience.CreateSegment(request).segment
 
 
-def _update(audience: Any, segment_id: int, paths: list[str], **fields: Any
-            ) -> segment_pb2.Segment:
-    request = apb.UpdateSegmentRequest(id=segment_id, segment=segment_pb2.Segment(**fields),
-                                       update_mask=field_mask_pb2.FieldMask(paths=paths))
+def _update(audience: Any, segment_id: int, paths: list[str], **fields: Any) -> segment_pb2.Segment:
+    request = apb.UpdateSegmentRequest(
+        id=segment_id,
+        segment=segment_pb2.Segment(**fields),
+        update_mask=field_mask_pb2.FieldMask(paths=paths),
+    )
     return audience.UpdateSegment(request).segment
 
 
@@ -61,15 +63,17 @@ def _fails(call: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
     return info.value
 
 
-def _import(audience: Any, org_id: int, people: dict[str, dict[str, Any]],
-            edition_id: int = 0) -> None:
+def _import(
+    audience: Any, org_id: int, people: dict[str, dict[str, Any]], edition_id: int = 0
+) -> None:
     users = []
     for external_id, attributes in people.items():
         user = user_pb2.User(external_id=external_id)
         user.attributes.update(attributes)
         users.append(user)
-    result = audience.ImportUsers(iter([apb.ImportUsersRequest(
-        organization_id=org_id, edition_id=edition_id, users=users)]))
+    result = audience.ImportUsers(
+        iter([apb.ImportUsersRequest(organization_id=org_id, edition_id=edition_id, users=users)])
+    )
     assert (result.created + result.updated, result.rejected) == (len(people), 0)
 
 
@@ -86,8 +90,14 @@ def test_crud_round_trip(audience, org_id):
     assert created.HasField("created") and created.HasField("modified")
     assert audience.GetSegment(apb.GetSegmentRequest(id=created.id)).segment == created
 
-    updated = _update(audience, created.id, ["name", "expression"], name="Consenting",
-                      expression="user.email_consent", edition_id=0)
+    updated = _update(
+        audience,
+        created.id,
+        ["name", "expression"],
+        name="Consenting",
+        expression="user.email_consent",
+        edition_id=0,
+    )
     assert (updated.name, updated.expression) == ("Consenting", "user.email_consent")
     assert updated.edition_id == edition.id  # not in the mask
     assert updated.created == created.created
@@ -96,8 +106,10 @@ def test_crud_round_trip(audience, org_id):
     assert audience.GetSegment(apb.GetSegmentRequest(id=created.id)).segment == cleared
 
     audience.DeleteSegment(apb.DeleteSegmentRequest(id=created.id))
-    for call, request in ((audience.GetSegment, apb.GetSegmentRequest(id=created.id)),
-                          (audience.DeleteSegment, apb.DeleteSegmentRequest(id=created.id))):
+    for call, request in (
+        (audience.GetSegment, apb.GetSegmentRequest(id=created.id)),
+        (audience.DeleteSegment, apb.DeleteSegmentRequest(id=created.id)),
+    ):
         error = _fails(call, request)
         assert error.code() == grpc.StatusCode.NOT_FOUND
         assert details(error)["ResourceInfo"].resource_name == f"segments/{created.id}"
@@ -135,15 +147,18 @@ def test_invalid_expression_names_line_and_column(audience, org_id):
     assert audience.GetSegment(apb.GetSegmentRequest(id=segment.id)).segment == segment
 
 
-@pytest.mark.parametrize(("fields", "bad"), [
-    ({"name": ""}, {"name"}),
-    ({"name": "   "}, {"name"}),
-    ({"name": "x" * 256}, {"name"}),
-    ({"expression": ""}, {"expression"}),
-    ({"expression": " \n "}, {"expression"}),
-    ({"expression": "true ||" + " true ||" * 600 + " true"}, {"expression"}),
-    ({"organization_id": 0, "name": ""}, {"segment.organization_id", "name"}),
-])
+@pytest.mark.parametrize(
+    ("fields", "bad"),
+    [
+        ({"name": ""}, {"name"}),
+        ({"name": "   "}, {"name"}),
+        ({"name": "x" * 256}, {"name"}),
+        ({"expression": ""}, {"expression"}),
+        ({"expression": " \n "}, {"expression"}),
+        ({"expression": "true ||" + " true ||" * 600 + " true"}, {"expression"}),
+        ({"organization_id": 0, "name": ""}, {"segment.organization_id", "name"}),
+    ],
+)
 def test_create_rejects_bad_input(audience, org_id, fields, bad):
     error = _fails(_create, audience, org_id, **fields)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -171,22 +186,33 @@ def test_update_mask_must_name_editable_fields(audience, org_id, paths):
 
 def test_validate_valid_expression_lists_pushed_down_clauses(audience):
     response = audience.ValidateSegmentExpression(
-        apb.ValidateSegmentExpressionRequest(expression=EXAMPLE))
+        apb.ValidateSegmentExpressionRequest(expression=EXAMPLE)
+    )
     assert response.valid
     assert (response.error, response.line, response.column) == ("", 0, 0)
     assert list(response.pushed_down) == [
-        'user.attributes.ticket_type == "vip"', '"early-bird" in user.attributes.tags']
+        'user.attributes.ticket_type == "vip"',
+        '"early-bird" in user.attributes.tags',
+    ]
     cel_only = audience.ValidateSegmentExpression(
-        apb.ValidateSegmentExpressionRequest(expression="user.attributes.orders > 2"))
+        apb.ValidateSegmentExpressionRequest(expression="user.attributes.orders > 2")
+    )
     assert cel_only.valid and list(cel_only.pushed_down) == []
 
 
-@pytest.mark.parametrize(("expression", "line", "column"), [
-    (BROKEN, 2, 24), ("user.first_name ==== 1", 1, 19), ("user.(", 1, 6), ("", 1, 1),
-])
+@pytest.mark.parametrize(
+    ("expression", "line", "column"),
+    [
+        (BROKEN, 2, 24),
+        ("user.first_name ==== 1", 1, 19),
+        ("user.(", 1, 6),
+        ("", 1, 1),
+    ],
+)
 def test_validate_invalid_expression(audience, expression, line, column):
     response = audience.ValidateSegmentExpression(
-        apb.ValidateSegmentExpressionRequest(expression=expression))
+        apb.ValidateSegmentExpressionRequest(expression=expression)
+    )
     assert not response.valid
     assert "Syntax error" in response.error
     assert (response.line, response.column) == (line, column)
@@ -208,8 +234,9 @@ def test_example_expression_selects_exactly_the_right_users(audience, org_id):
 
 def test_preview_stored_segment_with_edition_restriction(audience, org_id):
     edition = _edition(audience, org_id)
-    _import(audience, org_id, {k: v for k, v in PEOPLE.items() if k != "match-2"},
-            edition_id=edition.id)
+    _import(
+        audience, org_id, {k: v for k, v in PEOPLE.items() if k != "match-2"}, edition_id=edition.id
+    )
     _import(audience, org_id, {"match-2": PEOPLE["match-2"]})  # not in the edition
     bound = _create(audience, org_id, edition_id=edition.id)
     loose = _create(audience, org_id)
@@ -220,8 +247,7 @@ def test_preview_stored_segment_with_edition_restriction(audience, org_id):
     assert all(edition.id in u.edition_ids for u in in_edition.sample)
     assert _preview(audience, segment_id=loose.id).count == 3
 
-    unsaved = _preview(audience, organization_id=org_id, edition_id=edition.id,
-                       expression=EXAMPLE)
+    unsaved = _preview(audience, organization_id=org_id, edition_id=edition.id, expression=EXAMPLE)
     assert {u.external_id for u in unsaved.sample} == {"match-1", "match-3"}
 
 
@@ -230,14 +256,16 @@ def test_preview_sample_size(audience, org_id):
     default = _preview(audience, organization_id=org_id, expression="true")
     assert default.count == 15
     assert [u.external_id for u in default.sample] == [f"u{i:02}" for i in range(10)]
-    two = _preview(audience, organization_id=org_id, expression="user.attributes.n >= 5",
-                   sample_size=2)
+    two = _preview(
+        audience, organization_id=org_id, expression="user.attributes.n >= 5", sample_size=2
+    )
     assert two.count == 10
     assert [u.external_id for u in two.sample] == ["u05", "u06"]
     assert dict(two.sample[0].attributes) == {"n": 5}
     for size in (101, -1):
-        error = _fails(_preview, audience, organization_id=org_id, expression="true",
-                       sample_size=size)
+        error = _fails(
+            _preview, audience, organization_id=org_id, expression="true", sample_size=size
+        )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert violated_fields(error) == {"sample_size"}
 

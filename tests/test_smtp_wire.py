@@ -9,7 +9,7 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.providers.smtp import _payload, quoteaddr
+from jobs.sending.providers.smtp import _payload, quoteaddr
 
 ATOM = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-"
 local_parts = st.text(ATOM + ".", min_size=1, max_size=12)
@@ -27,8 +27,12 @@ def test_any_other_address_falls_back_to_smtplib(address: str) -> None:
     assert quoteaddr(address) == smtplib.quoteaddr(address)
 
 
-lines = st.lists(st.text(string.printable.replace("\r", "").replace("\n", ""), max_size=8)
-                 .map(lambda s: s.encode()), max_size=8)
+lines = st.lists(
+    st.text(string.printable.replace("\r", "").replace("\n", ""), max_size=8).map(
+        lambda s: s.encode()
+    ),
+    max_size=8,
+)
 
 
 @given(lines, st.booleans())

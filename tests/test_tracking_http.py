@@ -1,5 +1,5 @@
 """The tracking app over HTTP, as recipients reach it: a real email campaign goes out through
-the worker and an SMTP sink, its links point at `python -m server.tracking` (gunicorn) on a
+the worker and an SMTP sink, its links point at `python -m server.http.tracking` (gunicorn) on a
 free port, and an httpx client fetches the pixel, follows rewritten links, reads the
 unsubscribe page, posts RFC 8058 one-click, and tries forged or altered tokens."""
 
@@ -14,10 +14,10 @@ import pytest
 from itsdangerous.encoding import base64_decode, base64_encode
 
 from campaigns.v1 import campaign_pb2
-from server.db import release_connection
-from server.models import DeliveryEvent
-from server.tokens import CLICK, OPEN, UNSUBSCRIBE, LinkToken, TokenSigner
-from server.tracking import PIXEL
+from server.delivery.link_tokens import CLICK, OPEN, UNSUBSCRIBE, LinkToken, TokenSigner
+from server.http.tracking import PIXEL
+from server.store.db import release_connection
+from server.store.models import DeliveryEvent
 from tests.delivery_fixtures import (
     RunningWorker,
     SmtpSink,
@@ -60,18 +60,24 @@ def smtp() -> Iterator[SmtpSink]:
 
 @pytest.fixture(scope="module")
 def tracking(app, database_url, repo_root, tmp_path_factory) -> Iterator[TrackingServer]:
-    with start_tracking(database_url=database_url, repo_root=repo_root,
-                        log_dir=tmp_path_factory.mktemp("tracking")) as server:
+    with start_tracking(
+        database_url=database_url, repo_root=repo_root, log_dir=tmp_path_factory.mktemp("tracking")
+    ) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def worker(app, database_url, redis_url, settings, repo_root, smtp, tracking, tmp_path_factory
-           ) -> Iterator[RunningWorker]:
-    with start_worker(database_url=database_url, redis_url=redis_url,
-                      queue_name=settings.queue_name, repo_root=repo_root,
-                      log_dir=tmp_path_factory.mktemp("tracking-worker"),
-                      env={**smtp.env(), **tracking.env()}) as running:
+def worker(
+    app, database_url, redis_url, settings, repo_root, smtp, tracking, tmp_path_factory
+) -> Iterator[RunningWorker]:
+    with start_worker(
+        database_url=database_url,
+        redis_url=redis_url,
+        queue_name=settings.queue_name,
+        repo_root=repo_root,
+        log_dir=tmp_path_factory.mktemp("tracking-worker"),
+        env={**smtp.env(), **tracking.env()},
+    ) as running:
         yield running
 
 
@@ -81,16 +87,24 @@ def http() -> Iterator[httpx.Client]:
         yield client
 
 
-def _send(worker, smtp, campaigns, audience, messages, org_id, names
-          ) -> tuple[int, dict[str, int], dict[str, EmailLinks]]:
+def _send(
+    worker, smtp, campaigns, audience, messages, org_id, names
+) -> tuple[int, dict[str, int], dict[str, EmailLinks]]:
     """An email campaign to `names`; (campaign id, name -> user id, name -> its links)."""
     tag = uuid.uuid4().hex[:8]
     edition = make_edition(audience, org_id)
     message = make_email_message(messages, edition, html_body=HTML, subject="Line-up")
-    campaign = make_campaign(campaigns, edition, channel=campaign_pb2.CHANNEL_EMAIL,
-                             sms_body="", email_message_id=message.id)
-    people = [user(n, email=f"{n}.{tag}@mail.example.com", first_name=n.capitalize(),
-                   email_consent=True) for n in names]
+    campaign = make_campaign(
+        campaigns,
+        edition,
+        channel=campaign_pb2.CHANNEL_EMAIL,
+        sms_body="",
+        email_message_id=message.id,
+    )
+    people = [
+        user(n, email=f"{n}.{tag}@mail.example.com", first_name=n.capitalize(), email_consent=True)
+        for n in names
+    ]
     ids = import_users(audience, org_id, edition.id, people)
     send_now(campaigns, campaign.id)
     done = wait_final(campaigns, campaign.id, worker)
@@ -100,9 +114,11 @@ def _send(worker, smtp, campaigns, audience, messages, org_id, names
 
 
 def test_pixel_and_clicks_are_recorded_and_counted_uniquely_and_in_total(
-        worker, tracking, smtp, http, campaigns, audience, messages, org_id):
-    campaign_id, ids, links = _send(worker, smtp, campaigns, audience, messages, org_id,
-                                    ["ann", "bo", "cy", "dag"])
+    worker, tracking, smtp, http, campaigns, audience, messages, org_id
+):
+    campaign_id, ids, links = _send(
+        worker, smtp, campaigns, audience, messages, org_id, ["ann", "bo", "cy", "dag"]
+    )
     for got in links.values():
         lineup, tickets, mailto, unsubscribe = got.hrefs
         assert lineup.startswith(tracking.url("/c/")) and tickets.startswith(tracking.url("/c/"))
@@ -122,15 +138,27 @@ def test_pixel_and_clicks_are_recorded_and_counted_uniquely_and_in_total(
         assert pixel.content == PIXEL and pixel.content.startswith(b"GIF89a")
         assert "no-store" in pixel.headers["cache-control"]
     assert http.get(bo.pixel).status_code == 200
-    redirects = [http.get(ann.hrefs[0]), http.get(ann.hrefs[0]), http.get(ann.hrefs[1]),
-                 http.get(cy.hrefs[0])]  # cy blocks images: the click alone proves the open
+    redirects = [
+        http.get(ann.hrefs[0]),
+        http.get(ann.hrefs[0]),
+        http.get(ann.hrefs[1]),
+        http.get(cy.hrefs[0]),
+    ]  # cy blocks images: the click alone proves the open
     for response, target in zip(redirects, [LINEUP, LINEUP, TICKETS, LINEUP], strict=True):
         assert response.status_code == 302, tracking.output()
         assert response.headers["location"] == target  # exactly the URL of the template
     answered = time.monotonic()
 
-    expected = {"sent": 4, "delivered": 3, "opened": 3, "opens_total": 4, "clicked": 2,
-                "clicks_total": 4, "unsubscribed": 0, "bounced": 0}
+    expected = {
+        "sent": 4,
+        "delivered": 3,
+        "opened": 3,
+        "opens_total": 4,
+        "clicked": 2,
+        "clicks_total": 4,
+        "unsubscribed": 0,
+        "bounced": 0,
+    }
 
     def figures() -> dict[str, int]:
         s = stats(campaigns, campaign_id)
@@ -158,16 +186,22 @@ def test_pixel_and_clicks_are_recorded_and_counted_uniquely_and_in_total(
 
 def _click_urls(campaign_id: int) -> list[str]:
     try:
-        return [e.url for e in DeliveryEvent.select().where(
-            (DeliveryEvent.campaign_id == campaign_id) & (DeliveryEvent.type == "clicked"))]
+        return [
+            e.url
+            for e in DeliveryEvent.select().where(
+                (DeliveryEvent.campaign_id == campaign_id) & (DeliveryEvent.type == "clicked")
+            )
+        ]
     finally:
         release_connection()
 
 
 def test_unsubscribe_page_never_unsubscribes_and_one_click_post_does(
-        worker, tracking, smtp, http, campaigns, audience, messages, org_id):
-    campaign_id, ids, links = _send(worker, smtp, campaigns, audience, messages, org_id,
-                                    ["eve", "fay"])
+    worker, tracking, smtp, http, campaigns, audience, messages, org_id
+):
+    campaign_id, ids, links = _send(
+        worker, smtp, campaigns, audience, messages, org_id, ["eve", "fay"]
+    )
     eve = links["eve"]
     page = http.get(eve.hrefs[3])  # the body's link: a page with a form, nothing recorded
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -179,8 +213,11 @@ def test_unsubscribe_page_never_unsubscribes_and_one_click_post_does(
 
     # RFC 8058: what a mailbox provider sends to the List-Unsubscribe URL.
     for _ in range(2):  # a repeated POST answers the same and records nothing more
-        done = http.post(eve.unsubscribe, content=b"List-Unsubscribe=One-Click",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        done = http.post(
+            eve.unsubscribe,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert done.status_code == 200, tracking.output()
         assert "location" not in done.headers and "unsubscribed" in done.text.lower()
     assert get_user(audience, ids["eve"]).email_unsubscribed
@@ -204,7 +241,8 @@ def _swap_url(token: str, old: str, new: str) -> str:
 
 
 def test_forged_or_altered_tokens_are_refused_and_record_nothing(
-        worker, tracking, smtp, http, campaigns, audience, messages, org_id):
+    worker, tracking, smtp, http, campaigns, audience, messages, org_id
+):
     campaign_id, ids, links = _send(worker, smtp, campaigns, audience, messages, org_id, ["gus"])
     gus = links["gus"]
     click_token = gus.hrefs[0].rsplit("/", 1)[1]
@@ -212,15 +250,17 @@ def test_forged_or_altered_tokens_are_refused_and_record_nothing(
     unsubscribe_token = gus.unsubscribe.rsplit("/", 1)[1]
     flipped = pixel_token[:-3] + ("A" if pixel_token[-3] != "A" else "B") + pixel_token[-2:]
     other_secret = TokenSigner("not-" + TRACKING_SECRET)
-    forged_click = other_secret.sign(LinkToken(campaign_id, ids["gus"], CLICK,
-                                               "https://evil.example/phish"))
+    forged_click = other_secret.sign(
+        LinkToken(campaign_id, ids["gus"], CLICK, "https://evil.example/phish")
+    )
     assert _swap_url(click_token, LINEUP, LINEUP) == click_token  # the codec is right
     rows_before = event_count()
 
     refused = [
         http.get(tracking.url(f"/o/{flipped}.gif")),  # one character changed
-        http.get(tracking.url(f"/o/{other_secret.sign(LinkToken(campaign_id, ids['gus'], OPEN))}"
-                              ".gif")),  # signed with another secret
+        http.get(
+            tracking.url(f"/o/{other_secret.sign(LinkToken(campaign_id, ids['gus'], OPEN))}.gif")
+        ),  # signed with another secret
         http.get(tracking.url("/o/garbage.gif")),
         http.get(tracking.url(f"/o/{click_token}.gif")),  # a click token is no pixel
         http.get(tracking.url(f"/c/{forged_click}")),
@@ -245,10 +285,14 @@ def test_forged_or_altered_tokens_are_refused_and_record_nothing(
     assert event_count() == rows_before + 1
 
 
-@pytest.mark.parametrize("token", [
-    LinkToken(1, 2, OPEN), LinkToken(10**12, 7, CLICK, "https://festival.example/a?b=c&d=ü"),
-    LinkToken(3, 4, UNSUBSCRIBE),
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        LinkToken(1, 2, OPEN),
+        LinkToken(10**12, 7, CLICK, "https://festival.example/a?b=c&d=ü"),
+        LinkToken(3, 4, UNSUBSCRIBE),
+    ],
+)
 def test_fast_signing_is_byte_for_byte_itsdangerous(token: LinkToken) -> None:
     """Links already in inboxes must keep working: the precomputed-HMAC signer writes exactly
     what itsdangerous' Signer writes, and itsdangerous verifies it."""

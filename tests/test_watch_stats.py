@@ -2,7 +2,8 @@
 delivery ledger: counts, rates, live updates, the final snapshot and the watcher limit.
 
 The delivery engine that will write the ledger is not built yet, so these tests stand in for
-it: they insert `server.models.Delivery` rows directly, in this process, where the server runs.
+it: they insert `server.store.models.Delivery` rows directly, in this process, where the
+server runs.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import pytest
 
 from campaigns.v1 import campaign_pb2
 from campaigns.v1 import campaign_service_pb2 as cpb
-from server.db import release_connection
-from server.models import Delivery, DeliveryStatus, utcnow
+from server.store.db import release_connection
+from server.store.models import Delivery, DeliveryStatus, utcnow
 from tests.helpers import details, make_campaign, make_edition
 
 MISSING_ID = 9_000_000_000_000
@@ -109,8 +110,16 @@ def stats_of(campaigns: Any, campaign_id: int) -> campaign_pb2.CampaignStats:
 
 
 def counts(stats: campaign_pb2.CampaignStats) -> dict[str, int]:
-    names = ("sent", "failed", "pending", "delivered", "opened", "clicked", "bounced",
-             "unsubscribed")
+    names = (
+        "sent",
+        "failed",
+        "pending",
+        "delivered",
+        "opened",
+        "clicked",
+        "bounced",
+        "unsubscribed",
+    )
     return {name: getattr(stats, name) for name in names}
 
 
@@ -133,29 +142,44 @@ def test_figures_and_rates_come_from_the_ledger(campaigns, campaign):
     S = DeliveryStatus
     ledger(
         campaign.id,
-        row(S.PENDING), row(S.CLAIMED), row(S.SENDING),  # in flight: pending
-        row(S.FAILED), row(S.FAILED),
-        row(S.SKIPPED), row(S.AMBIGUOUS),  # counted nowhere
+        row(S.PENDING),
+        row(S.CLAIMED),
+        row(S.SENDING),  # in flight: pending
+        row(S.FAILED),
+        row(S.FAILED),
+        row(S.SKIPPED),
+        row(S.AMBIGUOUS),  # counted nowhere
         # Ten sent: eight delivered (four opened, two of them clicked, one unsubscribed),
         # one bounced, one with no report yet.
         *[row(S.SENT, "sent", "delivered", "opened", "clicked") for _ in range(2)],
         *[row(S.SENT, "sent", "delivered", "opened") for _ in range(2)],
         row(S.SENT, "sent", "delivered", "unsubscribed"),
         *[row(S.SENT, "sent", "delivered") for _ in range(3)],
-        row(S.SENT, "sent", "bounced"), row(S.SENT, "sent"),
+        row(S.SENT, "sent", "bounced"),
+        row(S.SENT, "sent"),
     )
     stats = stats_of(campaigns, campaign.id)
     assert counts(stats) == {
-        "sent": 10, "failed": 2, "pending": 3, "delivered": 8, "opened": 4, "clicked": 2,
-        "bounced": 1, "unsubscribed": 1,
+        "sent": 10,
+        "failed": 2,
+        "pending": 3,
+        "delivered": 8,
+        "opened": 4,
+        "clicked": 2,
+        "bounced": 1,
+        "unsubscribed": 1,
     }
     # delivery over sent; open, click and unsubscribe over delivered
     assert rates(stats) == (0.8, 0.5, 0.25, 0.125)
 
 
 def test_rates_are_zero_while_nothing_is_delivered(campaigns, campaign):
-    ledger(campaign.id, row(DeliveryStatus.SENT, "sent"), row(DeliveryStatus.SENT, "sent"),
-           row(DeliveryStatus.FAILED))
+    ledger(
+        campaign.id,
+        row(DeliveryStatus.SENT, "sent"),
+        row(DeliveryStatus.SENT, "sent"),
+        row(DeliveryStatus.FAILED),
+    )
     stats = stats_of(campaigns, campaign.id)
     assert (stats.sent, stats.failed, stats.delivered) == (2, 1, 0)
     assert rates(stats) == (0.0, 0.0, 0.0, 0.0)
@@ -189,7 +213,8 @@ def test_watch_sends_a_snapshot_at_once_and_each_change_within_a_second(watch, c
 
 
 def test_cancelling_the_campaign_ends_the_stream_with_a_final_snapshot(
-        watch, campaigns, campaign, app):
+    watch, campaigns, campaign, app
+):
     w = watch(campaign.id)
     assert not w.next().final
     campaigns.CancelCampaign(cpb.CancelCampaignRequest(id=campaign.id))

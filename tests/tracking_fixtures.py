@@ -1,4 +1,4 @@
-"""Real parts for the delivery-events tests: the tracking app as a `python -m server.tracking`
+"""Real parts for the delivery-events tests: the tracking app as a `python -m server.http.tracking`
 gunicorn subprocess on a free port, the worker environment that makes emails link to it, an
 HTML parser for the links of a received email, Twilio request signing, and ledger readers."""
 
@@ -20,9 +20,9 @@ from campaigns.v1 import audience_service_pb2 as apb
 from campaigns.v1 import campaign_pb2
 from campaigns.v1 import campaign_service_pb2 as cpb
 from campaigns.v1 import delivery_service_pb2 as dpb
-from server import webhooks
-from server.db import release_connection
-from server.models import DeliveryEvent, Suppression
+from server.delivery import webhooks
+from server.store.db import release_connection
+from server.store.models import DeliveryEvent, Suppression
 from tests.delivery_fixtures import Received, free_port, stop_process, wait_until
 
 TRACKING_SECRET = "tracking-tests-secret-0b7c"
@@ -40,28 +40,43 @@ class TrackingServer:
 
     def env(self) -> dict[str, str]:
         """What the worker must share with this app so its links and signatures match."""
-        return {"PUBLIC_BASE_URL": self.base_url, "TRACKING_SECRET": TRACKING_SECRET,
-                "TWILIO_AUTH_TOKEN": TWILIO_TOKEN}
+        return {
+            "PUBLIC_BASE_URL": self.base_url,
+            "TRACKING_SECRET": TRACKING_SECRET,
+            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        }
 
     def url(self, path: str) -> str:
         return self.base_url + path
 
 
 @contextmanager
-def start_tracking(*, database_url: str, repo_root: Path, log_dir: Path, workers: int = 2
-                   ) -> Iterator[TrackingServer]:
+def start_tracking(
+    *, database_url: str, repo_root: Path, log_dir: Path, workers: int = 2
+) -> Iterator[TrackingServer]:
     """gunicorn serving the tracking app; ready once /healthz answers. The database must be
     migrated already (the `app` fixture does it)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = log_dir / "tracking.log"
-    env = {**os.environ, "DATABASE_URL": database_url, "TRACKING_HOST": "127.0.0.1",
-           "TRACKING_PORT": str(port), "TRACKING_WORKERS": str(workers),
-           "PUBLIC_BASE_URL": base, "TRACKING_SECRET": TRACKING_SECRET,
-           "TWILIO_AUTH_TOKEN": TWILIO_TOKEN}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "TRACKING_HOST": "127.0.0.1",
+        "TRACKING_PORT": str(port),
+        "TRACKING_WORKERS": str(workers),
+        "PUBLIC_BASE_URL": base,
+        "TRACKING_SECRET": TRACKING_SECRET,
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+    }
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "server.tracking"], cwd=repo_root,
-                                env=env, stdout=sink, stderr=sink)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.http.tracking"],
+            cwd=repo_root,
+            env=env,
+            stdout=sink,
+            stderr=sink,
+        )
     server = TrackingServer(base, proc, log)
 
     def healthy() -> bool:
@@ -79,6 +94,7 @@ def start_tracking(*, database_url: str, repo_root: Path, log_dir: Path, workers
 
 
 # --- reading what was received ---------------------------------------------------------------
+
 
 class _Links(HTMLParser):
     def __init__(self) -> None:
@@ -118,8 +134,14 @@ def by_recipient(received: list[Received]) -> dict[str, Received]:
 
 # --- Twilio ----------------------------------------------------------------------------------
 
-def twilio_post(client: httpx.Client, server: TrackingServer, path: str, params: dict[str, str],
-                token: str | None = TWILIO_TOKEN) -> httpx.Response:
+
+def twilio_post(
+    client: httpx.Client,
+    server: TrackingServer,
+    path: str,
+    params: dict[str, str],
+    token: str | None = TWILIO_TOKEN,
+) -> httpx.Response:
     """POST a webhook as Twilio does; `token=None` sends no signature at all."""
     headers = {}
     if token is not None:
@@ -128,6 +150,7 @@ def twilio_post(client: httpx.Client, server: TrackingServer, path: str, params:
 
 
 # --- database and RPC readers ----------------------------------------------------------------
+
 
 def event_count(**where: Any) -> int:
     """DeliveryEvent rows, all or those matching `where` (field=value)."""
@@ -163,5 +186,6 @@ def record(delivery: Any, *events: dpb.DeliveryEvent) -> dpb.RecordDeliveryEvent
 
 def event(kind: str, **fields: Any) -> dpb.DeliveryEvent:
     """A DeliveryEvent of type `kind` ("delivered", "bounced_hard"...)."""
-    return dpb.DeliveryEvent(type=dpb.DeliveryEventType.Value(
-        f"DELIVERY_EVENT_TYPE_{kind.upper()}"), **fields)
+    return dpb.DeliveryEvent(
+        type=dpb.DeliveryEventType.Value(f"DELIVERY_EVENT_TYPE_{kind.upper()}"), **fields
+    )

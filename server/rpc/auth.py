@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 
-from server import tenancy
-from server.auth import Grant, TokenRegistry
-from server.exceptions import Unauthenticated
+from server.core.errors import Unauthenticated
 from server.rpc.interceptors import HandlerCache
+from server.security import tenancy
+from server.security.bearer_tokens import Grant, TokenRegistry
 
 _OPEN = ("/grpc.health", "/grpc.reflection")
 

@@ -11,15 +11,16 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from campaigns.v1 import campaign_pb2, edition_pb2, email_message_pb2, segment_pb2, user_pb2
-from server.campaign_reads import ROW_FIELDS, CampaignRow
-from server.campaigns import etag
-from server.models import Campaign, Edition, EmailMessage, Segment, User
-from server.stats import Stats
-from server.validation import invalid
+from server.campaigns.commands import etag
+from server.campaigns.queries import ROW_FIELDS, CampaignRow
+from server.campaigns.stats import Stats
+from server.core.channels import Channel
+from server.core.validation import invalid
+from server.store.models import Campaign, Edition, EmailMessage, Segment, User
 
 CHANNEL_TO_PB: dict[str, campaign_pb2.Channel.ValueType] = {
-    "email": campaign_pb2.CHANNEL_EMAIL,
-    "sms": campaign_pb2.CHANNEL_SMS,
+    Channel.EMAIL: campaign_pb2.CHANNEL_EMAIL,
+    Channel.SMS: campaign_pb2.CHANNEL_SMS,
 }
 CHANNEL_FROM_PB: dict[int, str] = {v: k for k, v in CHANNEL_TO_PB.items()}
 STATUS_TO_PB: dict[str, campaign_pb2.CampaignStatus.ValueType] = {
@@ -106,7 +107,7 @@ def campaign_to_pb(c: Campaign) -> campaign_pb2.Campaign:
 
 
 def campaign_row_to_pb(row: CampaignRow) -> campaign_pb2.Campaign:
-    """A campaign as `server.campaign_reads` answers it (a dict of columns) as a message."""
+    """A campaign as `server.campaigns.queries` answers it (a dict of columns) as a message."""
     timezone = row["timezone"]
     pb = campaign_pb2.Campaign(
         id=row["id"],

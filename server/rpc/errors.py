@@ -17,7 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from playhouse.pool import MaxConnectionsExceeded
 
-from server import exceptions as exc
+from server.core import errors as exc
 
 DOMAIN = "campaigns.v1"
 Details = list[Message]

@@ -17,9 +17,9 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from server import logs
-from server.db import release_connection
+from server.core.validation import invalid
 from server.rpc.errors import to_status
-from server.validation import invalid
+from server.store.db import release_connection
 
 log = logging.getLogger("server.access")
 

@@ -75,8 +75,10 @@ def _content(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel", type=commands.channel_value, help="sms or email")
     parser.add_argument("--sms-body", help="text of an SMS campaign")
     parser.add_argument("--email-message", type=int, help="email message id (email campaigns)")
-    parser.add_argument("--scheduled-at", help="'YYYY-MM-DD HH:MM' in the edition's timezone, "
-                        "or ISO 8601 with an offset")
+    parser.add_argument(
+        "--scheduled-at",
+        help="'YYYY-MM-DD HH:MM' in the edition's timezone, or ISO 8601 with an offset",
+    )
 
 
 class _Commands:
@@ -87,14 +89,14 @@ class _Commands:
 
     def add(self, name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = self.sub.add_parser(
-            name, parents=[self.common], help=help_text, description=help_text)
+            name, parents=[self.common], help=help_text, description=help_text
+        )
         parser.set_defaults(handler=handler)
         return parser
 
     def create_and_list(self) -> None:
         create = self.add("create", commands.create, "create a draft campaign")
-        for flag, kind in (("--org", int), ("--edition", int), ("--segment", int),
-                           ("--name", str)):
+        for flag, kind in (("--org", int), ("--edition", int), ("--segment", int), ("--name", str)):
             create.add_argument(flag, type=kind, required=True)
         _content(create)
         _request_id(create)
@@ -105,13 +107,17 @@ class _Commands:
         lister.add_argument("--channel", type=commands.channel_value, help="sms or email")
         lister.add_argument("--status", type=commands.status_value, help="e.g. draft, sending")
         lister.add_argument("--search", help="part of the name, any case")
-        lister.add_argument("--ordering", help="created, modified, name, scheduled_at or "
-                            "total_recipients; a leading - sorts descending (default -created)")
+        lister.add_argument(
+            "--ordering",
+            help="created, modified, name, scheduled_at or "
+            "total_recipients; a leading - sorts descending (default -created)",
+        )
 
     def changes(self) -> None:
         _id(self.add("get", commands.get, "show one campaign"))
-        update = self.add("update", commands.update,
-                          "change fields of a draft or scheduled campaign")
+        update = self.add(
+            "update", commands.update, "change fields of a draft or scheduled campaign"
+        )
         _id(update)
         update.add_argument("--name")
         update.add_argument("--segment", type=int, help="segment id")
@@ -119,11 +125,17 @@ class _Commands:
         _content(update)
         schedule = self.add("schedule", commands.schedule, "send a campaign at a time")
         _id(schedule)
-        schedule.add_argument("when", nargs="*", help="'YYYY-MM-DD HH:MM' in the edition's "
-                              "timezone, or ISO 8601 with an offset; omitted: the time it has")
+        schedule.add_argument(
+            "when",
+            nargs="*",
+            help="'YYYY-MM-DD HH:MM' in the edition's "
+            "timezone, or ISO 8601 with an offset; omitted: the time it has",
+        )
         _request_id(schedule)
-        for name, handler, text in (("send-now", commands.send_now, "start a campaign now"),
-                                    ("cancel", commands.cancel, "stop a campaign")):
+        for name, handler, text in (
+            ("send-now", commands.send_now, "start a campaign now"),
+            ("cancel", commands.cancel, "stop a campaign"),
+        ):
             parser = self.add(name, handler, text)
             _id(parser)
             _request_id(parser)
@@ -135,25 +147,36 @@ class _Commands:
         _id(watcher)
         watcher.add_argument("--plain", action="store_true", help="a line per change, no bar")
         imports = self.add("import-users", commands.import_users, "import users from a CSV")
-        imports.add_argument("file", help="CSV with external_id,email,phone,first_name,"
-                             "last_name,language,email_consent,sms_consent; other columns "
-                             "become attributes")
+        imports.add_argument(
+            "file",
+            help="CSV with external_id,email,phone,first_name,"
+            "last_name,language,email_consent,sms_consent; other columns "
+            "become attributes",
+        )
         imports.add_argument("--org", type=int, required=True)
         imports.add_argument("--edition", type=int, help="edition every user joins")
         imports.add_argument("--batch-size", type=int, default=500)
-        imports.add_argument("--strict", action="store_true",
-                             help="exit 4 if any row is rejected")
-        imports.add_argument("--show-rejections", type=int, default=20, metavar="N",
-                             help="list at most N rejected rows (default 20)")
+        imports.add_argument("--strict", action="store_true", help="exit 4 if any row is rejected")
+        imports.add_argument(
+            "--show-rejections",
+            type=int,
+            default=20,
+            metavar="N",
+            help="list at most N rejected rows (default 20)",
+        )
         imports.add_argument("--plain", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _connection_options()
     parser = argparse.ArgumentParser(
-        prog="campaignctl", parents=[common], description="The campaign service from a shell.",
+        prog="campaignctl",
+        parents=[common],
+        description="The campaign service from a shell.",
         epilog="exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 invalid argument or "
-               "precondition, 5 unavailable", formatter_class=argparse.RawTextHelpFormatter)
+        "precondition, 5 unavailable",
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     adder = _Commands(sub, common)
     adder.create_and_list()
@@ -172,9 +195,15 @@ def connect(args: argparse.Namespace) -> CampaignClient:
     token = getattr(args, "token", None) or os.environ.get("CAMPAIGNS_TOKEN") or None
     ca, cert, key = (getattr(args, name, None) for name in ("ca_cert", "client_cert", "client_key"))
     tls = bool(getattr(args, "tls", False) or ca or cert)
-    return CampaignClient(target, insecure=not tls, root_certificates=_read(ca),
-                          certificate_chain=_read(cert), private_key=_read(key), token=token,
-                          timeout=getattr(args, "timeout", 10.0))
+    return CampaignClient(
+        target,
+        insecure=not tls,
+        root_certificates=_read(ca),
+        certificate_chain=_read(cert),
+        private_key=_read(key),
+        token=token,
+        timeout=getattr(args, "timeout", 10.0),
+    )
 
 
 def exit_code(error: CampaignClientError) -> int:

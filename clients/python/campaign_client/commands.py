@@ -51,8 +51,9 @@ def when(text: str, timezone: str) -> dt.datetime:
         raise UsageError(str(error)) from None
 
 
-def _show(out: Console, args: argparse.Namespace, campaign: campaign_pb2.Campaign,
-          line: bool = False) -> int:
+def _show(
+    out: Console, args: argparse.Namespace, campaign: campaign_pb2.Campaign, line: bool = False
+) -> int:
     if args.json:
         render.print_json(out, campaign)
     elif line:
@@ -67,9 +68,16 @@ def create(client: CampaignClient, args: argparse.Namespace, out: Console) -> in
     if args.scheduled_at:
         scheduled = when(args.scheduled_at, client.get_edition(args.edition).timezone)
     campaign = client.create_campaign(
-        organization_id=args.org, edition_id=args.edition, segment_id=args.segment,
-        name=args.name, channel=args.channel or 0, email_message_id=args.email_message or 0,
-        sms_body=args.sms_body or "", scheduled_at=scheduled, request_id=args.request_id)
+        organization_id=args.org,
+        edition_id=args.edition,
+        segment_id=args.segment,
+        name=args.name,
+        channel=args.channel or 0,
+        email_message_id=args.email_message or 0,
+        sms_body=args.sms_body or "",
+        scheduled_at=scheduled,
+        request_id=args.request_id,
+    )
     if args.quiet:
         out.print(str(campaign.id))
         return EXIT_OK
@@ -78,9 +86,15 @@ def create(client: CampaignClient, args: argparse.Namespace, out: Console) -> in
 
 def list_(client: CampaignClient, args: argparse.Namespace, out: Console) -> int:
     response = client.list_campaigns(
-        organization_id=args.org or 0, edition_id=args.edition or 0,
-        channel=args.channel or 0, status=args.status or 0, search=args.search or "",
-        ordering=args.ordering or "", page=args.page or 0, page_size=args.page_size or 0)
+        organization_id=args.org or 0,
+        edition_id=args.edition or 0,
+        channel=args.channel or 0,
+        status=args.status or 0,
+        search=args.search or "",
+        ordering=args.ordering or "",
+        page=args.page or 0,
+        page_size=args.page_size or 0,
+    )
     if args.json:
         render.print_json(out, response)
         return EXIT_OK
@@ -95,16 +109,24 @@ def get(client: CampaignClient, args: argparse.Namespace, out: Console) -> int:
 
 
 def update(client: CampaignClient, args: argparse.Namespace, out: Console) -> int:
-    fields = {"name": args.name, "segment_id": args.segment, "channel": args.channel,
-              "email_message_id": args.email_message, "sms_body": args.sms_body}
+    fields = {
+        "name": args.name,
+        "segment_id": args.segment,
+        "channel": args.channel,
+        "email_message_id": args.email_message,
+        "sms_body": args.sms_body,
+    }
     scheduled = None
     if args.scheduled_at:
         scheduled = when(args.scheduled_at, client.get_campaign(args.id).timezone)
     if scheduled is None and all(value is None for value in fields.values()):
-        raise UsageError("nothing to update: give at least one of --name, --segment, "
-                         "--channel, --email-message, --sms-body, --scheduled-at")
-    campaign = client.update_campaign(args.id, etag=args.etag or "", scheduled_at=scheduled,
-                                      **fields)
+        raise UsageError(
+            "nothing to update: give at least one of --name, --segment, "
+            "--channel, --email-message, --sms-body, --scheduled-at"
+        )
+    campaign = client.update_campaign(
+        args.id, etag=args.etag or "", scheduled_at=scheduled, **fields
+    )
     return _show(out, args, campaign)
 
 
@@ -124,13 +146,13 @@ def schedule(client: CampaignClient, args: argparse.Namespace, out: Console) -> 
 
 
 def send_now(client: CampaignClient, args: argparse.Namespace, out: Console) -> int:
-    return _show(out, args, client.send_campaign_now(args.id, request_id=args.request_id),
-                 line=True)
+    return _show(
+        out, args, client.send_campaign_now(args.id, request_id=args.request_id), line=True
+    )
 
 
 def cancel(client: CampaignClient, args: argparse.Namespace, out: Console) -> int:
-    return _show(out, args, client.cancel_campaign(args.id, request_id=args.request_id),
-                 line=True)
+    return _show(out, args, client.cancel_campaign(args.id, request_id=args.request_id), line=True)
 
 
 def stats(client: CampaignClient, args: argparse.Namespace, out: Console) -> int:
@@ -168,8 +190,9 @@ def import_users(client: CampaignClient, args: argparse.Namespace, out: Console)
     path = Path(args.file)
     err = render.console(stderr=True)
     live = err.is_terminal and not args.plain
-    result = importer.import_file(client, path, args.org, args.edition or 0, args.batch_size,
-                                  err, live)
+    result = importer.import_file(
+        client, path, args.org, args.edition or 0, args.batch_size, err, live
+    )
     if args.json:
         render.print_json(out, result.response)
     else:

@@ -74,8 +74,9 @@ def to_user(row: dict[str, str | None]) -> user_pb2.User:
             setattr(user, column, consent(cells.get(column, ""), column))
         except ValueError as error:
             raise ValueError(str(error), column) from None
-    extra = {k: attribute(v) for k, v in cells.items()
-             if k not in FIELDS and k not in CONSENTS and v}
+    extra = {
+        k: attribute(v) for k, v in cells.items() if k not in FIELDS and k not in CONSENTS and v
+    }
     if extra:
         user.attributes.update(extra)
     return user
@@ -93,8 +94,7 @@ def _open(path: Path) -> Any:
         raise CsvError(f"cannot read {path}: {error.strerror}") from error
 
 
-def read_users(path: Path, rejected: list[Rejection], rows: list[int]
-               ) -> Iterator[user_pb2.User]:
+def read_users(path: Path, rejected: list[Rejection], rows: list[int]) -> Iterator[user_pb2.User]:
     """The users of `path`, in order. Rows refused here go to `rejected`; for each user
     yielded, its row number is appended to `rows` (the server reports rejections by position
     in the stream, which `rows` turns back into row numbers)."""
@@ -107,8 +107,11 @@ def read_users(path: Path, rejected: list[Rejection], rows: list[int]
                 user = to_user(row)
             except ValueError as error:
                 column = error.args[1] if len(error.args) > 1 else ""
-                rejected.append(Rejection(number, (row.get("external_id") or "").strip(),
-                                          column, str(error.args[0])))
+                rejected.append(
+                    Rejection(
+                        number, (row.get("external_id") or "").strip(), column, str(error.args[0])
+                    )
+                )
                 continue
             rows.append(number)
             yield user

@@ -41,8 +41,9 @@ class PreconditionViolation:
 class CampaignClientError(Exception):
     """A call failed. `code` is the gRPC status code; `reason` the server's ErrorInfo reason."""
 
-    def __init__(self, code: grpc.StatusCode, message: str,
-                 details: list[any_pb2.Any] | None = None) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, details: list[any_pb2.Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -60,12 +61,14 @@ class CampaignClientError(Exception):
 class InvalidArgumentError(CampaignClientError):
     """The request was wrong (INVALID_ARGUMENT or OUT_OF_RANGE); see `field_violations`."""
 
-    def __init__(self, code: grpc.StatusCode, message: str,
-                 details: list[any_pb2.Any] | None = None) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, details: list[any_pb2.Any] | None = None
+    ) -> None:
         super().__init__(code, message, details)
         bad = _unpack(self.details, error_details_pb2.BadRequest)
-        self.field_violations = [FieldViolation(v.field, v.description)
-                                 for v in (bad.field_violations if bad else [])]
+        self.field_violations = [
+            FieldViolation(v.field, v.description) for v in (bad.field_violations if bad else [])
+        ]
 
     def __str__(self) -> str:
         fields = "; ".join(f"{v.field}: {v.description}" for v in self.field_violations)
@@ -75,8 +78,9 @@ class InvalidArgumentError(CampaignClientError):
 class NotFoundError(CampaignClientError):
     """The named resource does not exist; `resource_type` and `resource_name` say which."""
 
-    def __init__(self, code: grpc.StatusCode, message: str,
-                 details: list[any_pb2.Any] | None = None) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, details: list[any_pb2.Any] | None = None
+    ) -> None:
         super().__init__(code, message, details)
         info = _unpack(self.details, error_details_pb2.ResourceInfo)
         self.resource_type = info.resource_type if info else ""
@@ -86,12 +90,15 @@ class NotFoundError(CampaignClientError):
 class FailedPreconditionError(CampaignClientError):
     """The resource is not in a state that allows the call; see `violations`."""
 
-    def __init__(self, code: grpc.StatusCode, message: str,
-                 details: list[any_pb2.Any] | None = None) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, details: list[any_pb2.Any] | None = None
+    ) -> None:
         super().__init__(code, message, details)
         failure = _unpack(self.details, error_details_pb2.PreconditionFailure)
-        self.violations = [PreconditionViolation(v.type, v.subject, v.description)
-                           for v in (failure.violations if failure else [])]
+        self.violations = [
+            PreconditionViolation(v.type, v.subject, v.description)
+            for v in (failure.violations if failure else [])
+        ]
 
 
 class AbortedError(CampaignClientError):
@@ -118,8 +125,9 @@ class UnavailableError(CampaignClientError):
     """The server or one of its dependencies could not be reached; safe calls were retried.
     `retry_delay` is the server's suggestion in seconds (None when it gave none)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str,
-                 details: list[any_pb2.Any] | None = None) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, details: list[any_pb2.Any] | None = None
+    ) -> None:
         super().__init__(code, message, details)
         info = _unpack(self.details, error_details_pb2.RetryInfo)
         self.retry_delay = info.retry_delay.ToTimedelta().total_seconds() if info else None

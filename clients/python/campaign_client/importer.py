@@ -30,17 +30,28 @@ class ImportResult:
         return int(self.response.rejected) + local
 
 
-def import_file(client: CampaignClient, path: Path, organization_id: int, edition_id: int,
-                batch_size: int, console: Console, live: bool) -> ImportResult:
+def import_file(
+    client: CampaignClient,
+    path: Path,
+    organization_id: int,
+    edition_id: int,
+    batch_size: int,
+    console: Console,
+    live: bool,
+) -> ImportResult:
     """Send every readable row of `path`; show progress on `console` when `live`."""
     total = count_rows(path)
     rejected: list[Rejection] = []
     rows: list[int] = []
     users = read_users(path, rejected, rows)
     progress = Progress(
-        TextColumn("[bold]importing"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
-        console=console, disable=not live,
+        TextColumn("[bold]importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not live,
     )
     with progress:
         task = progress.add_task("import", total=total)
@@ -51,18 +62,25 @@ def import_file(client: CampaignClient, path: Path, organization_id: int, editio
             progress.advance(task, sent + len(rejected) - local)
             local = len(rejected)
 
-        response = client.import_users(organization_id, users, edition_id=edition_id,
-                                       batch_size=batch_size, on_batch=advance)
+        response = client.import_users(
+            organization_id, users, edition_id=edition_id, batch_size=batch_size, on_batch=advance
+        )
         progress.update(task, completed=total)
-    server_side = [Rejection(rows[r.index] if r.index < len(rows) else r.index + 1,
-                             r.external_id, r.field, r.reason) for r in response.rejections]
+    server_side = [
+        Rejection(
+            rows[r.index] if r.index < len(rows) else r.index + 1, r.external_id, r.field, r.reason
+        )
+        for r in response.rejections
+    ]
     return ImportResult(response, sorted(rejected + server_side, key=lambda r: r.row))
 
 
 def summary(path: Path, result: ImportResult) -> str:
     r = result.response
-    return (f"imported {path.name}: {r.created} created, {r.updated} updated, "
-            f"{result.rejected} rejected")
+    return (
+        f"imported {path.name}: {r.created} created, {r.updated} updated, "
+        f"{result.rejected} rejected"
+    )
 
 
 def rejection_table(result: ImportResult, limit: int) -> Table | None:

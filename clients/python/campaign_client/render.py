@@ -44,8 +44,9 @@ def print_json(out: Console, message: Message) -> None:
 
 def as_json_line(message: Message) -> str:
     """One message as compact JSON on one line (for streams: one line per message)."""
-    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True),
-                      separators=(",", ":"))
+    return json.dumps(
+        json_format.MessageToDict(message, preserving_proto_field_name=True), separators=(",", ":")
+    )
 
 
 def channel_name(value: int) -> str:
@@ -71,9 +72,18 @@ def campaign_table(response: cpb.ListCampaignsResponse) -> Table:
         numeric = name in ("ID", "RECIPIENTS", "SENT", "FAILED")
         table.add_column(name, justify="right" if numeric else "left", no_wrap=name != "NAME")
     for c in response.results:
-        table.add_row(*plain(c.id, c.name, channel_name(c.channel), status_name(c.status),
-                             when(c.scheduled_at, c.timezone, c.HasField("scheduled_at")),
-                             c.total_recipients, c.sent_count, c.failed_count))
+        table.add_row(
+            *plain(
+                c.id,
+                c.name,
+                channel_name(c.channel),
+                status_name(c.status),
+                when(c.scheduled_at, c.timezone, c.HasField("scheduled_at")),
+                c.total_recipients,
+                c.sent_count,
+                c.failed_count,
+            )
+        )
     return table
 
 
@@ -82,7 +92,8 @@ def page_footer(response: cpb.ListCampaignsResponse, page: int) -> str:
     text = f"{shown} of {response.count} campaign{'s' if response.count != 1 else ''}"
     if response.next_page or response.previous_page:
         text += f" (page {page or 1}" + (
-            f"; next: --page {response.next_page})" if response.next_page else ")")
+            f"; next: --page {response.next_page})" if response.next_page else ")"
+        )
     return text
 
 
@@ -97,41 +108,61 @@ def _pairs(rows: list[tuple[str, Any]]) -> Table:
 
 def campaign_detail(c: campaign_pb2.Campaign) -> Table:
     tz = c.timezone
-    content = (f"email message {c.email_message_id}" if c.channel == campaign_pb2.CHANNEL_EMAIL
-               else c.sms_body or "-")
-    return _pairs([
-        ("id", c.id), ("name", c.name), ("status", status_name(c.status)),
-        ("channel", channel_name(c.channel)), ("content", content),
-        ("organization", c.organization_id), ("edition", c.edition_id),
-        ("segment", c.segment_id), ("timezone", tz or "-"),
-        ("scheduled", when(c.scheduled_at, tz, c.HasField("scheduled_at"))),
-        ("recipients", c.total_recipients), ("sent", c.sent_count), ("failed", c.failed_count),
-        ("started", when(c.started_at, tz, c.HasField("started_at"))),
-        ("completed", when(c.completed_at, tz, c.HasField("completed_at"))),
-        ("created", when(c.created, tz, c.HasField("created"))),
-        ("modified", when(c.modified, tz, c.HasField("modified"))),
-        ("error", c.error_message or "-"), ("etag", c.etag),
-    ])
+    content = (
+        f"email message {c.email_message_id}"
+        if c.channel == campaign_pb2.CHANNEL_EMAIL
+        else c.sms_body or "-"
+    )
+    return _pairs(
+        [
+            ("id", c.id),
+            ("name", c.name),
+            ("status", status_name(c.status)),
+            ("channel", channel_name(c.channel)),
+            ("content", content),
+            ("organization", c.organization_id),
+            ("edition", c.edition_id),
+            ("segment", c.segment_id),
+            ("timezone", tz or "-"),
+            ("scheduled", when(c.scheduled_at, tz, c.HasField("scheduled_at"))),
+            ("recipients", c.total_recipients),
+            ("sent", c.sent_count),
+            ("failed", c.failed_count),
+            ("started", when(c.started_at, tz, c.HasField("started_at"))),
+            ("completed", when(c.completed_at, tz, c.HasField("completed_at"))),
+            ("created", when(c.created, tz, c.HasField("created"))),
+            ("modified", when(c.modified, tz, c.HasField("modified"))),
+            ("error", c.error_message or "-"),
+            ("etag", c.etag),
+        ]
+    )
 
 
 def stats_detail(s: campaign_pb2.CampaignStats) -> Table:
     def pct(value: float) -> str:
         return f"{value * 100:.1f}%"
 
-    return _pairs([
-        ("campaign", s.campaign_id), ("status", status_name(s.status)),
-        ("recipients", s.total_recipients), ("pending", s.pending), ("sent", s.sent),
-        ("failed", s.failed), ("skipped", s.skipped), ("ambiguous", s.ambiguous),
-        ("delivered", f"{s.delivered} ({pct(s.delivery_rate)})"),
-        ("opened", f"{s.opened} ({pct(s.open_rate)}, {s.opens_total} opens)"),
-        ("clicked", f"{s.clicked} ({pct(s.click_rate)}, {s.clicks_total} clicks)"),
-        ("bounced", s.bounced),
-        ("unsubscribed", f"{s.unsubscribed} ({pct(s.unsubscribe_rate)})"),
-    ])
+    return _pairs(
+        [
+            ("campaign", s.campaign_id),
+            ("status", status_name(s.status)),
+            ("recipients", s.total_recipients),
+            ("pending", s.pending),
+            ("sent", s.sent),
+            ("failed", s.failed),
+            ("skipped", s.skipped),
+            ("ambiguous", s.ambiguous),
+            ("delivered", f"{s.delivered} ({pct(s.delivery_rate)})"),
+            ("opened", f"{s.opened} ({pct(s.open_rate)}, {s.opens_total} opens)"),
+            ("clicked", f"{s.clicked} ({pct(s.click_rate)}, {s.clicks_total} clicks)"),
+            ("bounced", s.bounced),
+            ("unsubscribed", f"{s.unsubscribed} ({pct(s.unsubscribe_rate)})"),
+        ]
+    )
 
 
 def one_line(c: campaign_pb2.Campaign) -> str:
-    """"campaign 42 (Early birds): scheduled for 2027-06-01 10:00 CEST"."""
+    """ "campaign 42 (Early birds): scheduled for 2027-06-01 10:00 CEST"."""
     text = f"campaign {c.id} ({c.name}): {status_name(c.status)}"
     if c.status == campaign_pb2.CAMPAIGN_STATUS_SCHEDULED and c.HasField("scheduled_at"):
         text += f" for {when(c.scheduled_at, c.timezone, True)}"

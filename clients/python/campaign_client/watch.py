@@ -82,31 +82,47 @@ def plain_line(stats: campaign_pb2.CampaignStats, meter: Meter) -> str:
     total, done = stats.total_recipients, done_of(stats)
     share = f"{done * 100 / total:5.1f}%" if total else "    -"
     f = _figures(stats, meter)
-    return (f"{time.strftime('%H:%M:%S')} {f['status']:<11} {done}/{total} {share} "
-            f"{f['failed']} {f['rate']} {f['eta']}")
+    return (
+        f"{time.strftime('%H:%M:%S')} {f['status']:<11} {done}/{total} {share} "
+        f"{f['failed']} {f['rate']} {f['eta']}"
+    )
 
 
 def summary(campaign_id: int, stats: campaign_pb2.CampaignStats, meter: Meter) -> str:
     elapsed = meter.elapsed()
     done = done_of(stats)
     rate = f", {done / elapsed:.1f} msg/s" if elapsed > 0 and done else ""
-    return (f"campaign {campaign_id} {status_name(stats.status)}: {stats.sent} sent, "
-            f"{stats.failed} failed, {stats.skipped} skipped of {stats.total_recipients} "
-            f"recipients (watched {duration(elapsed)}{rate})")
+    return (
+        f"campaign {campaign_id} {status_name(stats.status)}: {stats.sent} sent, "
+        f"{stats.failed} failed, {stats.skipped} skipped of {stats.total_recipients} "
+        f"recipients (watched {duration(elapsed)}{rate})"
+    )
 
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-        TextColumn("{task.completed}/{task.total}"), TextColumn("{task.percentage:>5.1f}%"),
-        TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[eta]}"),
-        TextColumn("{task.fields[status]}"), TextColumn("{task.fields[failed]}"),
-        console=console, transient=False, refresh_per_second=8,
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[eta]}"),
+        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[failed]}"),
+        console=console,
+        transient=False,
+        refresh_per_second=8,
     )
 
 
-def follow(updates: Iterable[cpb.WatchCampaignStatsResponse], label: str, console: Console,
-           live: bool, meter: Meter) -> campaign_pb2.CampaignStats | None:
+def follow(
+    updates: Iterable[cpb.WatchCampaignStatsResponse],
+    label: str,
+    console: Console,
+    live: bool,
+    meter: Meter,
+) -> campaign_pb2.CampaignStats | None:
     """Show every update; returns the final figures (None when the stream ended without)."""
     if not live:
         return _follow_plain(updates, console, meter)
@@ -115,20 +131,29 @@ def follow(updates: Iterable[cpb.WatchCampaignStatsResponse], label: str, consol
         return _follow_live(updates, progress, task, meter)
 
 
-def _follow_live(updates: Iterable[cpb.WatchCampaignStatsResponse], progress: Progress,
-                 task: TaskID, meter: Meter) -> campaign_pb2.CampaignStats | None:
+def _follow_live(
+    updates: Iterable[cpb.WatchCampaignStatsResponse],
+    progress: Progress,
+    task: TaskID,
+    meter: Meter,
+) -> campaign_pb2.CampaignStats | None:
     for update in updates:
         stats = update.stats
         meter.add(done_of(stats))
-        progress.update(task, total=stats.total_recipients or None, completed=done_of(stats),
-                        **_figures(stats, meter))
+        progress.update(
+            task,
+            total=stats.total_recipients or None,
+            completed=done_of(stats),
+            **_figures(stats, meter),
+        )
         if update.final:
             return stats
     return None
 
 
-def _follow_plain(updates: Iterable[cpb.WatchCampaignStatsResponse], console: Console,
-                  meter: Meter) -> campaign_pb2.CampaignStats | None:
+def _follow_plain(
+    updates: Iterable[cpb.WatchCampaignStatsResponse], console: Console, meter: Meter
+) -> campaign_pb2.CampaignStats | None:
     for update in updates:
         meter.add(done_of(update.stats))
         console.print(plain_line(update.stats, meter))
@@ -137,8 +162,9 @@ def _follow_plain(updates: Iterable[cpb.WatchCampaignStatsResponse], console: Co
     return None
 
 
-def follow_json(updates: Iterable[cpb.WatchCampaignStatsResponse], out: Console
-                ) -> campaign_pb2.CampaignStats | None:
+def follow_json(
+    updates: Iterable[cpb.WatchCampaignStatsResponse], out: Console
+) -> campaign_pb2.CampaignStats | None:
     """Each update as one line of JSON; returns the final figures."""
     for update in updates:
         out.print(as_json_line(update), markup=False, soft_wrap=True)

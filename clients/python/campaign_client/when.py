@@ -29,8 +29,9 @@ def localize(naive: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
     if back != naive:
         raise TimeError(f"{shown} does not exist in {tz} (the clocks move forward then)")
     offsets = " or ".join(_offset(v) for v in (first, second))
-    raise TimeError(f"{shown} happens twice in {tz} (the clocks go back then): "
-                    f"add the offset, {offsets}")
+    raise TimeError(
+        f"{shown} happens twice in {tz} (the clocks go back then): add the offset, {offsets}"
+    )
 
 
 def _offset(value: dt.datetime) -> str:
@@ -46,7 +47,8 @@ def parse_when(text: str, timezone: str) -> dt.datetime:
     except ValueError:
         raise TimeError(
             f"cannot read {text!r} as a time: give 'YYYY-MM-DD HH:MM' (read in {timezone or 'UTC'})"
-            " or ISO 8601 with an offset, e.g. 2027-06-01T08:00:00Z") from None
+            " or ISO 8601 with an offset, e.g. 2027-06-01T08:00:00Z"
+        ) from None
     if value.tzinfo is None:
         value = localize(value, zone(timezone))
     return value

@@ -1,0 +1,79 @@
+"""SMS through a Twilio-compatible Messages API: form POST with basic auth.
+
+429 and 5xx answers are transient provider faults (a 429's Retry-After is kept as a floor for
+the retry); other 4xx answers are permanent for that recipient and never a fault. A request
+that never reached the API (refused, connect or pool timeout, failed write) is a transient
+fault. A request that was sent but got no answer (read timeout, connection dropped) is
+ambiguous: the API may have accepted it, and Twilio's Messages API takes no idempotency key
+that would make a resend safe, so it is never resent.
+The base URL is configurable, so tests and other providers speaking the same API work.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+
+from jobs.sending.providers import OutgoingSms, SendResult, ambiguous, permanent, sent, transient
+from server.config import DeliverySettings
+
+# The request went out whole; what is missing is only the answer.
+_AFTER_SENDING = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+
+def retry_after_seconds(value: str | None) -> float:
+    """A Retry-After header (seconds or an HTTP date) as seconds from now; 0 when absent."""
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class TwilioProvider:
+    name = "twilio"
+    concurrency = 4  # requests in flight at once; the client pools keep-alive connections
+
+    def __init__(self, settings: DeliverySettings) -> None:
+        self.settings = settings
+        base = settings.twilio_base_url.rstrip("/")
+        self.url = f"{base}/2010-04-01/Accounts/{settings.twilio_account_sid}/Messages.json"
+        self.endpoint = f"{base}/{settings.twilio_account_sid}"
+        # One pooled keep-alive client per batch job.
+        self.client = httpx.Client(
+            auth=(settings.twilio_account_sid, settings.twilio_auth_token),
+            timeout=settings.twilio_timeout,
+        )
+
+    def send_sms(self, message: OutgoingSms) -> SendResult:
+        form = {"To": message.to, "From": self.settings.twilio_from, "Body": message.body}
+        try:
+            response = self.client.post(self.url, data=form)
+        except _AFTER_SENDING as exc:
+            return ambiguous(f"twilio: no answer to the request: {type(exc).__name__}")
+        except httpx.HTTPError as exc:
+            return transient(f"twilio request: {type(exc).__name__}: {exc}", fault=True)
+        return self._answer(response)
+
+    @staticmethod
+    def _answer(response: httpx.Response) -> SendResult:
+        if response.status_code in (200, 201):
+            try:
+                return sent(str(response.json()["sid"]))
+            except (ValueError, KeyError):
+                return permanent(f"twilio answered {response.status_code} without a sid")
+        error = f"twilio {response.status_code}: {response.text[:300]}"
+        if response.status_code == 429 or response.status_code >= 500:
+            wait = retry_after_seconds(response.headers.get("Retry-After"))
+            return transient(error, fault=True, retry_after=wait)
+        return permanent(error)
+
+    def close(self) -> None:
+        self.client.close()

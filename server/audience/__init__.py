@@ -1,0 +1,1 @@
+"""AudienceService's use cases: editions, users and their imports, segments."""

@@ -1,0 +1,1 @@
+"""Segments: CEL expressions, their limits, SQL push-down, evaluation and the sandbox."""

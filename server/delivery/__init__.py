@@ -1,0 +1,1 @@
+"""After a message leaves: delivery events, recipients, tracked links and provider webhooks."""

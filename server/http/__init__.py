@@ -1,0 +1,1 @@
+"""The tracking HTTP entry point (WSGI): pixels, click redirects, unsubscribe pages, webhooks."""

@@ -1,0 +1,1 @@
+"""One servicer per gRPC service: parse the request, call a use case, convert the answer."""
