@@ -4,8 +4,9 @@
 clauses the database can pre-filter on (`server.audience.segments.pushdown`). `iter_matches`
 then walks an organization's live users in id order (keyset pages, so memory stays flat over
 millions), lets SQL drop the users the pushed clauses rule out, and evaluates the expression
-in CEL for every remaining candidate: a user matches only when the expression evaluates to exactly `true`. An
-evaluation error (a missing key, a type mismatch) means "no match", never a failure.
+in CEL for every remaining candidate: a user matches only when the expression evaluates to
+exactly `true`. An evaluation error (a missing key, a type mismatch) means "no match", never a
+failure.
 
 CEL sees `{"user": {...}}` holding only the fields (and attribute keys) the expression reads:
 converting a whole user to CEL values costs several times more than evaluating it.
