@@ -125,14 +125,17 @@ class DeliverySettings:
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_timeout: float = 30.0
-    # Connections one send job keeps open, each on its own thread: one connection spends most
-    # of its time waiting for replies (Postfix's own client opens up to 20 per destination).
-    smtp_connections: int = 2
+    # Messages in flight at once per send job (one worker runs one job at a time), each on a
+    # connection of its own: throughput is connections / relay latency. A relay that answers
+    # 421 past its own limit lowers ours for the job (jobs/sending/providers/smtp.py).
+    smtp_max_connections: int = 128
     twilio_base_url: str = "https://api.twilio.com"
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
     twilio_from: str = ""
     twilio_timeout: float = 15.0
+    # Twilio-style API requests in flight at once per send job (pooled keep-alive connections).
+    sms_max_in_flight: int = 128
     public_base_url: str = "http://127.0.0.1:8080"
     tracking_secret: str = "dev-only-secret-change-me"
     message_id_domain: str = "campaigns.local"
@@ -184,7 +187,11 @@ class DeliverySettings:
             parallel_send_jobs=_env_int("PARALLEL_SEND_JOBS", 4),
             stale_seconds=_env_int("STALE_SECONDS", 60),
             smtp_timeout=_env_float("SMTP_TIMEOUT", 30.0),
-            smtp_connections=max(1, _env_int("SMTP_CONNECTIONS", 2)),
+            # SMTP_CONNECTIONS: the name before SMTP_MAX_CONNECTIONS, still honoured.
+            smtp_max_connections=max(
+                1, _env_int("SMTP_MAX_CONNECTIONS", _env_int("SMTP_CONNECTIONS", 128))
+            ),
+            sms_max_in_flight=max(1, _env_int("SMS_MAX_IN_FLIGHT", 128)),
             twilio_timeout=_env_float("TWILIO_TIMEOUT", 15.0),
             circuit_failures=_env_int("CIRCUIT_FAILURES", 10),
             circuit_open_seconds=_env_float("CIRCUIT_OPEN_SECONDS", 30.0),

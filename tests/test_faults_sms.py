@@ -37,7 +37,7 @@ SENT = campaign_pb2.CAMPAIGN_STATUS_SENT
 BODY = "Hi {{ user.first_name }}, doors open at 18:00. Stop: {{ unsubscribe_url }}"
 MAX_ATTEMPTS = 4
 THRESHOLD = 3
-IN_FLIGHT = 4  # the Twilio provider's concurrent requests
+IN_FLIGHT = 4  # requests in flight per send job (SMS_MAX_IN_FLIGHT, set below)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def worker(
     env = {
         **twilio.env(),
         "TWILIO_TIMEOUT": "1",
+        "SMS_MAX_IN_FLIGHT": str(IN_FLIGHT),
         "MAX_SEND_ATTEMPTS": str(MAX_ATTEMPTS),
         "RETRY_BASE_SECONDS": "0.2",
         "CIRCUIT_FAILURES": str(THRESHOLD),

@@ -134,6 +134,17 @@ def is_postgres() -> bool:
     return isinstance(database.obj, peewee.PostgresqlDatabase)
 
 
+# The database is unreachable or dropped the connection (a restart, a cut network): worth
+# waiting out, unlike a constraint violation or a bad statement. psycopg2's own classes too:
+# statements sent through a raw cursor come back unmapped.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    peewee.OperationalError,
+    peewee.InterfaceError,
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+)
+
+
 def decodes_natively() -> bool:
     """True when raw driver rows come back decoded (psycopg2: JSON as Python values, booleans
     as bool); SQLite hands back JSON text and booleans as 0/1."""

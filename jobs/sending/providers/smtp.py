@@ -1,4 +1,5 @@
-"""Email over SMTP with smtplib: one connection reused across a batch, reopened when lost.
+"""Email over SMTP with smtplib: a pool of connections shared by the send threads, each
+reused from message to message and reopened when lost.
 
 The transaction is driven step by step (MAIL, RCPT, DATA, payload, final reply) rather than
 with `sendmail`, because one distinction matters for exactly-once delivery: a connection lost
@@ -19,6 +20,7 @@ faults.
 
 from __future__ import annotations
 
+import logging
 import re
 import smtplib
 import ssl
@@ -26,6 +28,8 @@ import threading
 
 from jobs.sending.providers import OutgoingEmail, SendResult, ambiguous, permanent, sent, transient
 from server.config import DeliverySettings
+
+log = logging.getLogger(__name__)
 
 # A plain addr-spec (dot-atoms on both sides): `smtplib.quoteaddr` would only wrap it in <>,
 # after a full RFC 2822 parse that cost the send thread a quarter of its time.
@@ -58,30 +62,75 @@ def _text(reply: bytes | str) -> str:
 
 
 class SmtpProvider:
-    """Each sending thread has a connection of its own (`concurrency` of them at most)."""
+    """A pool of SMTP connections shared by the send job's I/O threads: a send takes an idle
+    connection, or opens one while fewer than `limit` are open, or waits for one to come back.
+
+    A relay that refuses a new connection with 421 while we already hold some is saying "too
+    many connections": the pool lowers its limit to what is open and the send waits for an
+    idle connection, so the refusal costs no attempt and feeds no circuit breaker. With no
+    connection open, a refusal is a provider fault like any other.
+    """
 
     name = "smtp"
 
     def __init__(self, settings: DeliverySettings) -> None:
         self.settings = settings
         self.endpoint = f"{settings.smtp_host}:{settings.smtp_port}"
-        self.concurrency = settings.smtp_connections
-        self._local = threading.local()
-        self._open: set[smtplib.SMTP] = set()  # every thread's, for close()
-        self._lock = threading.Lock()
+        self.limit = settings.smtp_max_connections
+        self._idle: list[smtplib.SMTP] = []  # LIFO: the warmest connection first
+        self._open = 0  # idle + in use + being opened
+        self._closed = False
+        self._changed = threading.Condition()
 
     @property
-    def _conn(self) -> smtplib.SMTP | None:
-        return getattr(self._local, "conn", None)
+    def concurrency(self) -> int:
+        """Messages worth having in flight: one per connection the relay lets us hold."""
+        return self.limit
 
-    @_conn.setter
-    def _conn(self, conn: smtplib.SMTP | None) -> None:
-        with self._lock:
-            if conn is None:
-                self._open.discard(self._local.conn)
+    def _acquire(self) -> smtplib.SMTP:
+        with self._changed:
+            while not self._idle and self._open >= self.limit:
+                self._changed.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._open += 1
+        try:
+            return self._connect()
+        except BaseException as exc:
+            with self._changed:
+                self._open -= 1
+                if _too_many(exc) and self._open > 0:
+                    self._lower_limit()
+                    raise _OverLimit from exc
+                self._changed.notify()
+            raise
+
+    def _lower_limit(self) -> None:
+        """Under the lock: the relay's limit is what we already hold."""
+        if self._open < self.limit:
+            log.warning(
+                "smtp relay refused a connection past its limit; lowering ours",
+                extra={"endpoint": self.endpoint, "was": self.limit, "now": self._open},
+            )
+            self.limit = self._open
+
+    def _release(self, conn: smtplib.SMTP) -> None:
+        with self._changed:
+            if self._closed:
+                self._open -= 1
             else:
-                self._open.add(conn)
-        self._local.conn = conn
+                self._idle.append(conn)
+            self._changed.notify()
+        if self._closed:
+            _quit(conn)
+
+    def _discard(self, conn: smtplib.SMTP | None) -> None:
+        """A broken or closing connection: gone from the pool; the next send opens another."""
+        if conn is not None:
+            with self._changed:
+                self._open -= 1
+                self._changed.notify()
+            _quit(conn)
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -102,37 +151,53 @@ class SmtpProvider:
         return conn
 
     def send_email(self, message: OutgoingEmail) -> SendResult:
+        while True:
+            try:
+                conn = self._acquire()
+            except _OverLimit:
+                continue  # wait for one of the connections we hold
+            except smtplib.SMTPResponseException as exc:  # a refusal while connecting
+                return self._reply(exc.smtp_code, exc.smtp_error, recipient=False)
+            except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+                return transient(f"smtp connection: {type(exc).__name__}: {exc}", fault=True)
+            return self._send_on(conn, message)
+
+    def _send_on(self, conn: smtplib.SMTP, message: OutgoingEmail) -> SendResult:
+        use = _Use(conn)
         try:
-            if self._conn is None:
-                self._conn = self._connect()
-            return self._transaction(self._conn, message)
-        except smtplib.SMTPResponseException as exc:  # a refusal while connecting
-            self._drop()
-            return self._reply(exc.smtp_code, exc.smtp_error, recipient=False)
+            result = self._transaction(use, message)
+        except smtplib.SMTPResponseException as exc:
+            use.broken = True
+            result = self._reply(exc.smtp_code, exc.smtp_error, recipient=False)
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             # Refused, dropped or timed out before the payload went out: not delivered.
-            self._drop()
-            return transient(f"smtp connection: {type(exc).__name__}: {exc}", fault=True)
+            use.broken = True
+            result = transient(f"smtp connection: {type(exc).__name__}: {exc}", fault=True)
+        if use.broken:
+            self._discard(conn)
+        else:
+            self._release(conn)
+        return result
 
-    def _transaction(self, conn: smtplib.SMTP, message: OutgoingEmail) -> SendResult:
+    def _transaction(self, use: _Use, message: OutgoingEmail) -> SendResult:
+        conn = use.conn
         options = [f"SIZE={len(message.data)}"] if conn.has_extn("size") else []
         if conn.has_extn("pipelining") and (message.sender + message.recipient).isascii():
-            return self._pipelined(conn, message, options)
+            return self._pipelined(use, message, options)
         code, reply = conn.mail(message.sender, options)
         if code != 250:
-            return self._refused(conn, code, reply, recipient=False)
+            return self._refused(use, code, reply, recipient=False)
         code, reply = conn.rcpt(message.recipient)
         if code not in (250, 251):
-            return self._refused(conn, code, reply, recipient=True)
+            return self._refused(use, code, reply, recipient=True)
         conn.putcmd("data")
         code, reply = conn.getreply()
         if code != 354:
-            return self._refused(conn, code, reply, recipient=False)
-        return self._data(conn, message)
+            return self._refused(use, code, reply, recipient=False)
+        return self._data(use, message)
 
-    def _pipelined(
-        self, conn: smtplib.SMTP, message: OutgoingEmail, options: list[str]
-    ) -> SendResult:
+    def _pipelined(self, use: _Use, message: OutgoingEmail, options: list[str]) -> SendResult:
+        conn = use.conn
         extra = "".join(f" {option}" for option in options)
         conn.send(
             f"MAIL FROM:{quoteaddr(message.sender)}{extra}\r\n"
@@ -146,37 +211,35 @@ class SmtpProvider:
             conn.send(".\r\n")
             conn.getreply()
         if mail != 250:
-            return self._refused(conn, mail, mail_text, recipient=False)
+            return self._refused(use, mail, mail_text, recipient=False)
         if rcpt not in (250, 251):
-            return self._refused(conn, rcpt, rcpt_text, recipient=True)
+            return self._refused(use, rcpt, rcpt_text, recipient=True)
         if data != 354:
-            return self._refused(conn, data, data_text, recipient=False)
-        return self._data(conn, message)
+            return self._refused(use, data, data_text, recipient=False)
+        return self._data(use, message)
 
-    def _data(self, conn: smtplib.SMTP, message: OutgoingEmail) -> SendResult:
+    def _data(self, use: _Use, message: OutgoingEmail) -> SendResult:
         """After 354: the payload, then the final reply (lost: ambiguous, never resent)."""
-        conn.send(_payload(message.data))  # fails only if the payload did not all go out
+        use.conn.send(_payload(message.data))  # fails only if the payload did not all go out
         try:
-            code, reply = conn.getreply()
+            code, reply = use.conn.getreply()
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-            self._drop()
+            use.broken = True
             return ambiguous(f"smtp: no reply after the message data: {exc}")
         if 200 <= code < 300:
             return sent(message.message_id)
         return self._reply(code, reply, recipient=False)  # the transaction is over either way
 
-    def _refused(
-        self, conn: smtplib.SMTP, code: int, reply: bytes, *, recipient: bool
-    ) -> SendResult:
+    def _refused(self, use: _Use, code: int, reply: bytes, *, recipient: bool) -> SendResult:
         """A refusal mid-transaction: reset it so the connection serves the next message,
         or drop the connection when the server is closing it (421)."""
         if code == 421:
-            self._drop()
+            use.broken = True
         else:
             try:
-                conn.rset()
+                use.conn.rset()
             except (smtplib.SMTPException, OSError):
-                self._drop()
+                use.broken = True
         return self._reply(code, reply, recipient=recipient)
 
     @staticmethod
@@ -186,19 +249,33 @@ class SmtpProvider:
             return permanent(error)
         return transient(error, fault=code == 421 or not recipient)
 
-    def _drop(self) -> None:
-        """This thread's connection is broken or refused: close it; the next send reopens."""
-        if self._conn is not None:
-            _quit(self._conn)
-            self._conn = None
-
     def close(self) -> None:
-        """Every thread's connection (called once the sending threads are done)."""
-        with self._lock:
-            conns, self._open = self._open, set()
-        for conn in conns:
+        """Every idle connection; one still in use is closed when it comes back."""
+        with self._changed:
+            idle, self._idle, self._closed = self._idle, [], True
+            self._open -= len(idle)
+            self._changed.notify_all()
+        for conn in idle:
             _quit(conn)
-        self._local = threading.local()
+
+
+class _Use:
+    """One transaction on a pooled connection: `broken` when it must not go back."""
+
+    __slots__ = ("broken", "conn")
+
+    def __init__(self, conn: smtplib.SMTP) -> None:
+        self.conn = conn
+        self.broken = False
+
+
+class _OverLimit(Exception):
+    """The relay refused one more connection while we hold others (its limit is reached)."""
+
+
+def _too_many(exc: BaseException) -> bool:
+    """A refusal at connect that means "too many connections" (421 in the greeting)."""
+    return isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code == 421
 
 
 def _quit(conn: smtplib.SMTP) -> None:

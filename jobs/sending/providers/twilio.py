@@ -39,17 +39,21 @@ def retry_after_seconds(value: str | None) -> float:
 
 class TwilioProvider:
     name = "twilio"
-    concurrency = 4  # requests in flight at once; the client pools keep-alive connections
 
     def __init__(self, settings: DeliverySettings) -> None:
         self.settings = settings
+        # Requests in flight at once, each on a send thread; the client pools as many
+        # keep-alive connections (httpx's Client is safe to share between threads).
+        self.concurrency = settings.sms_max_in_flight
         base = settings.twilio_base_url.rstrip("/")
         self.url = f"{base}/2010-04-01/Accounts/{settings.twilio_account_sid}/Messages.json"
         self.endpoint = f"{base}/{settings.twilio_account_sid}"
-        # One pooled keep-alive client per batch job.
         self.client = httpx.Client(
             auth=(settings.twilio_account_sid, settings.twilio_auth_token),
             timeout=settings.twilio_timeout,
+            limits=httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+            ),
         )
 
     def send_sms(self, message: OutgoingSms) -> SendResult:
