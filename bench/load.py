@@ -39,11 +39,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import load_calls as lc
-from bench.delivery import _descendants, _rss_kb, fresh_database
 from bench.load_report import Outcome, Sample, Watched, merge, report
 from bench.load_seed import seed, wait_final
 from bench.rpc import _threads
+from bench.seeding import fresh_database
 from bench.sinks import _wait_for, start_smtp_sink
+from bench.stack import descendants, rss_kb
 from campaigns.v1 import campaign_service_pb2 as cpb
 from campaigns.v1 import campaign_service_pb2_grpc as cgrpc
 from scripts import localredis
@@ -136,13 +137,13 @@ class Sampler(threading.Thread):
                 with contextlib.suppress(grpc.RpcError):  # a failed read keeps the last count
                     reply = stub.GetCampaign(request, metadata=self.world.metadata, timeout=5)
                     sent = reply.campaign.sent_count
-                worker = self.worker, *_descendants(self.worker)
+                worker = self.worker, *descendants(self.worker)
                 self.samples.append(
                     Sample(
                         time.time(),
-                        _rss_kb(self.server),
+                        rss_kb(self.server),
                         _threads(self.server),
-                        sum(map(_rss_kb, worker)),
+                        sum(map(rss_kb, worker)),
                         sent,
                     )
                 )

@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.delivery import fresh_database
+from bench.seeding import fresh_database
 from campaigns.v1 import audience_service_pb2 as apb
 from campaigns.v1 import (
     audience_service_pb2_grpc,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import grpc
 
-from bench.delivery import _setup_campaign, fresh_database, raw_email_rate
+from bench.delivery import raw_email_rate
+from bench.seeding import fresh_database, setup_campaign
 from bench.sinks import start_smtp_sink
 from campaigns.v1 import campaign_service_pb2 as cpb
 from campaigns.v1 import campaign_service_pb2_grpc
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace, port: int) -> tuple[int, float]:
         )
         try:
             with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-                campaign_id = _setup_campaign(channel, "email", args.recipients)
+                campaign_id = setup_campaign(channel, "email", args.recipients)
                 stub = campaign_service_pb2_grpc.CampaignServiceStub(channel)
                 stub.SendCampaignNow(cpb.SendCampaignNowRequest(id=campaign_id))
             _worker_env(url, redis_url, port, args.connections)

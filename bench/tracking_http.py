@@ -38,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from bench.delivery import fresh_database
+from bench.seeding import fresh_database
 from scripts.localredis import free_port
 from server.delivery.link_tokens import LinkMaker, TokenSigner
 from server.store.db import database, open_database
