@@ -100,6 +100,7 @@ check-generated: generate
 	@git diff --exit-code --stat -- $(GEN_DIR)/campaigns $(TS_DIR)/src/gen || \
 	  (echo "generated code is out of date: run 'make generate' and commit" && exit 1)
 
+# BENCH="latency delivery" runs only those (module names under bench/); all of them by default.
 # The email benchmark needs Postfix's smtp-sink (Debian package postfix): installed here when
 # missing and we may (root with apt-get), otherwise bench/sinks.py says what to install.
 bench: $(STAMP)
@@ -107,7 +108,7 @@ bench: $(STAMP)
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null && \
 	    (postfix stop >/dev/null 2>&1 || true); } || true
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(TS_DIR)/node_modules $(TS_DIR)/dist

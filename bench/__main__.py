@@ -1,5 +1,8 @@
 """`make bench`: every benchmark in one run, printing the figures BENCHMARKS.md reports.
 
+`python -m bench latency delivery` (`make bench BENCH="latency delivery"`) runs only the named
+ones (module names under bench/), at the same sizes.
+
 BENCH_SCALE (default 1.0) scales the sizes down for a quick look, e.g. BENCH_SCALE=0.1 (the
 load test's duration too, never below 10 s). At full scale it takes about an hour and a half
 on 2 cores: issue 7's sizes (a million users, recipients and imports; 100,000 campaigns).
@@ -39,6 +42,10 @@ RUNS = [
     ["bench.send_job", "--recipients", n(50_000), "--database", "postgres"],
     ["bench.rpc", "--database", "postgres", "--campaigns", n(100_000)],
     ["bench.grpc_floor"],
+    [
+        *("bench.latency", "--recipients", n(20_000), "--cap", f"100:{n(2_000)}"),
+        *("--cap", f"200:{n(2_000)}", "--json", "var/bench-latency.json"),
+    ],
     *(
         ["bench.load", "--seconds", seconds(60), "--recipients", n(30_000), "--database", db]
         for db in ("sqlite", "postgres")
@@ -46,9 +53,18 @@ RUNS = [
 ]
 
 
+def selected(names: list[str]) -> list[list[str]]:
+    """The runs whose module is named (`latency` or `bench.latency`); all when none is."""
+    wanted = {name.removeprefix("bench.") for name in names}
+    return [run for run in RUNS if not wanted or run[0].removeprefix("bench.") in wanted]
+
+
 def main() -> int:
+    runs = selected(sys.argv[1:])
+    if not runs:
+        sys.exit(f"no such benchmark: {' '.join(sys.argv[1:])}")
     failed = 0
-    for run in RUNS:
+    for run in runs:
         print(f"\n$ python -m {' '.join(run)}", flush=True)
         failed += subprocess.call([sys.executable, "-m", *run]) != 0
     return 1 if failed else 0
