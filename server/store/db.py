@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import select
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -185,11 +185,31 @@ def write_transaction() -> AbstractContextManager[Any]:
     return database.atomic()
 
 
+# peewee raises its own classes (IntegrityError, OperationalError...) for the statements it
+# runs, and the RPC layer maps those; a driver cursor's errors go through the same table.
+# ExceptionWrapper and EXCEPTIONS are the objects peewee's own execute_sql uses: public names,
+# if undocumented (peewee's major version is pinned in pyproject.toml).
+_DRIVER_ERRORS = peewee.ExceptionWrapper(peewee.EXCEPTIONS)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def driver_cursor() -> Iterator[Any]:
+    """A cursor of the driver itself (psycopg2 or sqlite3) on this thread's connection, for what
+    peewee cannot say (executemany, COPY, execute_values, mogrify). Its errors are raised as
+    peewee's, as for any other query, and it is closed at the end."""
+    cursor = database.cursor()  # a failure to connect is already peewee's
+    with _DRIVER_ERRORS:
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+
 def sql_literals(*values: Any) -> list[str]:
     """PostgreSQL: each value quoted as an SQL literal by the driver, with `%` doubled: for the
     fixed parts of a statement psycopg2 formats once more (`execute_values`' query and row
     template), where a lone `%` would be taken for a placeholder."""
-    with peewee.__exception_wrapper__, database.cursor() as cursor:  # type: ignore[attr-defined]
+    with driver_cursor() as cursor:
         return [cursor.mogrify("%s", (v,)).decode().replace("%", "%%") for v in values]
 
 
@@ -211,8 +231,8 @@ class CachedSelect:
     """A select run often with different integer arguments, its SQL built once per dialect.
 
     peewee renders a query's SQL on every execution: for a campaign's columns and its edition's
-    that is ~0.3 ms of CPU, more than the database round trip of a GetCampaign (py-spy,
-    bench/rpc.py). `build(*args)` makes the query; it is built once with marker values, and
+    that took more CPU than the database round trip of a GetCampaign (BENCHMARKS.md, "Where
+    the time went"). `build(*args)` makes the query; it is built once with marker values, and
     each run puts the real arguments where the markers landed among the parameters."""
 
     def __init__(self, build: Callable[..., Any]) -> None:
@@ -235,5 +255,8 @@ class CachedSelect:
         query, sql, params, slots = self._compile(len(args))
         bound = [p if slot is None else args[slot] for p, slot in zip(params, slots, strict=True)]
         # The query's own row wrapper: the same models/dicts and value conversions as
-        # iterating the query would give.
+        # iterating the query would give. A private method, kept on purpose: peewee has no
+        # public way to run SQL it did not render and still get a select's rows (Model.raw
+        # would not rebuild the joined Edition, and maps columns by name, not by the select).
+        # It has been there since peewee 3.0; the `<5` pin and the GetCampaign tests hold it.
         return query._get_cursor_wrapper(database.execute_sql(sql, bound))  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import peewee as pw
 
-from server.store.db import database, is_postgres, tuples, write_transaction
+from server.store.db import driver_cursor, is_postgres, tuples, write_transaction
 from server.store.models import Delivery, DeliveryStatus, SkipReason, Suppression, utcnow
 
 D = Delivery
@@ -43,10 +43,11 @@ def freeze(rows: Sequence[tuple[int, int, str, str, str]]) -> None:
         return
     now = str(utcnow())
     marks = ", ".join("?" * len(_FREEZE_COLUMNS))
-    database.cursor().executemany(
-        f"INSERT OR IGNORE INTO delivery ({', '.join(_FREEZE_COLUMNS)}) VALUES ({marks})",
-        [(*row, 0, "", now, now) for row in rows],
-    )
+    with driver_cursor() as cursor:
+        cursor.executemany(
+            f"INSERT OR IGNORE INTO delivery ({', '.join(_FREEZE_COLUMNS)}) VALUES ({marks})",
+            [(*row, 0, "", now, now) for row in rows],
+        )
 
 
 def _freeze_postgres(rows: Sequence[tuple[int, int, str, str, str]]) -> None:
@@ -56,8 +57,7 @@ def _freeze_postgres(rows: Sequence[tuple[int, int, str, str, str]]) -> None:
     csv.writer(buffer).writerows(rows)
     buffer.seek(0)
     now = utcnow()
-    cursor = database.cursor()
-    with write_transaction():
+    with write_transaction(), driver_cursor() as cursor:
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS delivery_stage (campaign_id bigint, user_id bigint,"
             " address text, status text, skip_reason text) ON COMMIT DELETE ROWS"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from psycopg2.extras import execute_values
 
-from server.store.db import database, is_postgres, sql_literals, write_transaction
+from server.store.db import driver_cursor, is_postgres, sql_literals, write_transaction
 from server.store.models import Campaign, DeliveryStatus, utcnow
 
 # (id, provider_message_id, last_error, next_attempt_at, sent_at, attempts spent)
@@ -70,13 +70,14 @@ def _record_postgres(campaign_id: int, owner: str, groups: dict[str, list[Row]])
     rows = [(r[0], kind, STATUS[kind], *r[1:]) for kind, group in groups.items() for r in group]
     if not rows:
         return Tally()
-    counts = execute_values(
-        database.cursor(),
-        _PG_RECORD.format(now=now, owner=held_by, campaign=campaign),
-        rows,
-        template="(%s, %s, %s, %s, %s, %s::timestamp, %s::timestamp, %s::int)",
-        fetch=True,
-    )
+    with driver_cursor() as cursor:
+        counts = execute_values(
+            cursor,
+            _PG_RECORD.format(now=now, owner=held_by, campaign=campaign),
+            rows,
+            template="(%s, %s, %s, %s, %s, %s::timestamp, %s::timestamp, %s::int)",
+            fetch=True,
+        )
     tally = Tally()
     for kind, n in counts:  # a group of over 100 rows goes as several statements
         setattr(tally, kind, getattr(tally, kind) + n)
@@ -103,9 +104,9 @@ def _apply_sqlite(status: str, rows: list[Row], owner: str) -> int:
         }
         for id_, pmid, err, nat, sent_at, spent in rows
     ]
-    cursor = database.cursor()
-    cursor.executemany(_SQLITE_UPDATE, params)
-    return int(cursor.rowcount)
+    with driver_cursor() as cursor:
+        cursor.executemany(_SQLITE_UPDATE, params)
+        return int(cursor.rowcount)
 
 
 def record(campaign_id: int, owner: str, groups: dict[str, list[Row]]) -> Tally:

@@ -20,7 +20,7 @@ from typing import Any
 import peewee as pw
 from psycopg2.extras import execute_values
 
-from server.store.db import database, is_postgres, sql_literals, tuples
+from server.store.db import driver_cursor, is_postgres, sql_literals, tuples
 from server.store.models import User, UserEdition
 
 # The columns an import sets; a re-import overwrites them (unsubscribes aside, see below).
@@ -123,7 +123,7 @@ def _execute_values(
 ) -> list[Any]:
     """One statement for all `values` (page_size), so RETURNING covers every row; psycopg2's
     errors become peewee's, as for any other query (the RPC layer maps those to statuses)."""
-    with pw.__exception_wrapper__, database.cursor() as cursor:  # type: ignore[attr-defined]
+    with driver_cursor() as cursor:
         return execute_values(cursor, sql, values, template, page_size=len(values), fetch=fetch)
 
 
