@@ -158,7 +158,7 @@ def update_campaign(
     v.update_mask(mask, EDITABLE_FIELDS)
     v.raise_if_any()
     with write_transaction():
-        current = transitions.load(campaign_id)
+        current = transitions.get(campaign_id)
         if etag and etag != etag_of(current):
             raise Aborted(
                 f"campaign {campaign_id} has changed (etag {etag_of(current)})",
@@ -184,7 +184,7 @@ def update_campaign(
             raise Aborted(
                 f"campaign {campaign_id} changed meanwhile; try again", reason="CONCURRENT_CHANGE"
             )
-        updated = transitions.load(campaign_id)
+        updated = transitions.get(campaign_id)
     if "scheduled_at" in mask and updated.status == Status.SCHEDULED and updated.scheduled_at:
         _dispatch(dispatcher.kickoff_at, updated.id, updated.scheduled_at)
     return updated
@@ -214,7 +214,7 @@ def etag_of(campaign: Campaign) -> str:
 
 def delete_campaign(campaign_id: int) -> None:
     with write_transaction():
-        campaign = transitions.load(campaign_id)
+        campaign = transitions.get(campaign_id)
         transitions.require(campaign, Action.DELETE)
         Delivery.delete().where(Delivery.campaign == campaign_id).execute()
         deleted = (
@@ -253,7 +253,7 @@ def schedule_campaign(
     def schedule() -> Campaign:
         if when is not None and when <= utcnow():  # inside: a retry is replayed, not re-checked
             raise invalid("scheduled_at", "must be in the future")
-        campaign = transitions.load(campaign_id)
+        campaign = transitions.get(campaign_id)
         transitions.require(campaign, Action.SCHEDULE)
         at = when or campaign.scheduled_at
         if at is None:
@@ -273,7 +273,7 @@ def send_campaign_now(
     campaign_id: int, request_id: str, fingerprint: str, dispatcher: Dispatcher
 ) -> Campaign:
     def send() -> Campaign:
-        campaign = transitions.load(campaign_id)
+        campaign = transitions.get(campaign_id)
         transitions.require(campaign, Action.SEND_NOW)
         _require_content(campaign)
         return transitions.apply(campaign_id, Action.SEND_NOW, heartbeat_at=utcnow())

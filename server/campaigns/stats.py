@@ -62,7 +62,7 @@ def _count_if(condition: pw.Expression) -> pw.Function:
 
 def read_stats(campaign_id: int) -> Stats:
     """Figures as the ledger holds them now (one aggregate query over the campaign's rows)."""
-    campaign = transitions.load(campaign_id)
+    campaign = transitions.get(campaign_id)
     D = Delivery
     row = first_dict(
         D.select(

@@ -14,7 +14,7 @@ from server.store.models import Campaign, Edition, utcnow
 _CAS_ATTEMPTS = 5
 
 
-# Its SQL built once (`CachedSelect`): peewee rendering it cost as much as the round trip.
+# Its SQL built once (`CachedSelect`): it runs on most campaign RPCs and every send job.
 _BY_ID = CachedSelect(
     lambda campaign_id: (
         Campaign.select(Campaign, Edition).join(Edition).where(Campaign.id == campaign_id).limit(1)
@@ -22,9 +22,9 @@ _BY_ID = CachedSelect(
 )
 
 
-def load(campaign_id: int) -> Campaign:
-    """The campaign with its edition (for the timezone); NotFound also when the caller may
-    not see its organization."""
+def get(campaign_id: int) -> Campaign:
+    """The campaign, as a model with its edition (for the timezone): what the commands, the
+    stats and the jobs work on. NotFound also when the caller may not see its organization."""
     campaign: Campaign | None = next(iter(_BY_ID.rows(campaign_id)), None)
     if campaign is None:
         raise NotFound("campaign", campaign_id)
@@ -45,12 +45,12 @@ def compare_and_set(campaign_id: int, expected: Status, target: Status, **change
 def apply(campaign_id: int, action: Action, **changes: Any) -> Campaign:
     """Move the campaign by `action`; InvalidTransition when its status forbids it."""
     for _ in range(_CAS_ATTEMPTS):
-        current = Status(load(campaign_id).status)
+        current = Status(get(campaign_id).status)
         target = next_status(current, action)
         if target is None:
             raise InvalidTransition(campaign_id, current, action)
         if compare_and_set(campaign_id, current, target, **changes):
-            return load(campaign_id)
+            return get(campaign_id)
     raise Aborted(f"campaign {campaign_id} kept changing; try again", reason="CONCURRENT_CHANGE")
 
 

@@ -13,7 +13,7 @@ def list_recipients(campaign_id: int, status: str | None, page: PageRequest) -> 
     v.positive_id(campaign_id, "campaign_id")
     number, size = page.resolved(v)
     v.raise_if_any()
-    transitions.load(campaign_id)  # NotFound for an unknown campaign
+    transitions.get(campaign_id)  # NotFound for an unknown campaign
     query = Delivery.select().where(Delivery.campaign == campaign_id)
     if status:
         query = query.where(Delivery.status == DeliveryStatus(status))

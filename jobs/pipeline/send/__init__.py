@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 def send(campaign_id: int) -> str:
     ensure_database()
     settings = delivery_settings()
-    campaign = transitions.load(campaign_id) if campaign_status(campaign_id) else None
+    campaign = transitions.get(campaign_id) if campaign_status(campaign_id) else None
     if campaign is None or campaign.status != Status.SENDING:
         return "not sending"
     ledger.reap(campaign_id)
