@@ -1,4 +1,13 @@
-"""`python -m jobs`: an RQ worker with the scheduler on, plus the due-campaign sweep.
+"""`python -m jobs`: an RQ worker with the scheduler on, plus the due-campaign sweep in a
+process of its own (`python -m jobs sweep` runs the sweep alone).
+
+No thread may be alive when RQ forks a job process: a fork while a thread holds a lock (the
+logging handler's, redis-py's pool lock, the database driver's mutex) leaves the child a lock
+that nobody will ever release, and the job hangs until its timeout. So the sweep is a child
+process (started with fork+exec, which runs no Python in between), RQ's pub/sub listener
+thread (remote commands such as kill-horse) is not started, and a job left running by a
+worker that quit is awaited before the next worker starts. A hook before every fork logs an
+error naming any thread still alive, so a regression shows in the log.
 
 The process outlives Redis outages. RQ's worker retries Redis only while it waits for a job;
 an error anywhere else (maintenance, a job's bookkeeping, its own shutdown) makes it quit.
@@ -12,6 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from types import FrameType
@@ -29,6 +40,8 @@ from server.store.migrations import migrate
 
 log = logging.getLogger("jobs.worker")
 
+PARENT_ENV = "CAMPAIGNS_SWEEP_PARENT"  # the worker's pid, for the sweep it starts
+
 
 class CampaignWorker(Worker):
     """RQ's forking worker that knows whether it was asked to stop (a signal) or gave up on
@@ -36,15 +49,22 @@ class CampaignWorker(Worker):
 
     asked_to_stop = False
 
-    def __init__(self, *args: Any, stopping: threading.Event, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, stopping: threading.Event, sweeper: Sweeper | None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.stopping = stopping
+        self.sweeper = sweeper
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
         if self.stopping.is_set():
             # A signal came between our handler and RQ's: honour it at the loop's first check.
             self.asked_to_stop = self._stop_requested = True
+
+    def subscribe(self) -> None:
+        """RQ listens for remote commands on a pub/sub thread: no thread may live in a
+        process that forks (see the module's docstring). Signals still stop the worker."""
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.asked_to_stop = True
@@ -60,13 +80,18 @@ class CampaignWorker(Worker):
         ):
             log.warning("Redis lost this worker's registration; registering again")
             self.register_birth()
+        if pipeline is None and self.sweeper is not None:
+            self.sweeper.ensure()
         super().heartbeat(timeout, pipeline)
 
 
-def _new_worker(queue: Queue, config: WorkerSettings, stopping: threading.Event) -> CampaignWorker:
+def _new_worker(
+    queue: Queue, config: WorkerSettings, stopping: threading.Event, sweeper: Sweeper | None
+) -> CampaignWorker:
     worker = CampaignWorker(
         [queue],
         stopping=stopping,
+        sweeper=sweeper,
         connection=queue.connection,
         worker_ttl=config.worker_ttl,
         maintenance_interval=config.maintenance_interval,
@@ -90,20 +115,50 @@ def _run(worker: CampaignWorker) -> bool:
 
 def _await_orphan(pid: int) -> None:
     """A worker that quit mid-job leaves its job process running (it holds its rows' leases
-    and records its sends without Redis): let it finish, and reap it when it does."""
+    and records its sends without Redis): let it finish before a fresh worker starts (here,
+    not on a thread: the next worker forks)."""
     if not pid:
         return
     log.warning(
         "a job is still running after the worker quit; letting it finish", extra={"pid": pid}
     )
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        return  # RQ reaped it already
 
-    def reap() -> None:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            return  # RQ reaped it already
 
-    threading.Thread(target=reap, name=f"reap-{pid}", daemon=True).start()
+def _no_thread_at_fork() -> None:
+    """Before every fork in the worker process: say so loudly if a thread is alive."""
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if others:
+        log.error("forking with threads alive: the child may hang", extra={"threads": others})
+
+
+class Sweeper:
+    """The sweep's own process (`python -m jobs sweep`), started again when it dies."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def ensure(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        if self.proc is not None:
+            log.warning(
+                "the sweep process exited; starting another",
+                extra={"returncode": self.proc.returncode},
+            )
+        env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen([sys.executable, "-m", "jobs", "sweep"], env=env)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def _stop_on_signals(stopping: threading.Event) -> None:
@@ -142,7 +197,32 @@ def _wait_for_redis(
     return False
 
 
+def sweep_main() -> None:
+    """`python -m jobs sweep`: the sweep alone, until SIGTERM / SIGINT, or until the worker
+    that started it is gone (CAMPAIGNS_SWEEP_PARENT)."""
+    logs.setup()
+    stopping = threading.Event()
+    _stop_on_signals(stopping)
+    parent = int(os.environ.get(PARENT_ENV) or 0)
+    connection = context.redis_connection()
+    retry = WorkerSettings.from_env().redis_retry_seconds
+    if not _wait_for_redis(connection, context.settings().redis_url, retry, stopping):
+        return
+    context.ensure_database()
+    log.info("sweep starting", extra={"interval": sweep.SWEEP_INTERVAL, "parent": parent})
+    sweep.run_forever(
+        context.queue(connection),
+        lambda: not stopping.is_set() and (not parent or os.getppid() == parent),
+        stopping,
+    )
+
+
 def main() -> None:
+    if sys.argv[1:] == ["sweep"]:
+        sweep_main()
+        return
+    if sys.argv[1:]:
+        sys.exit("usage: python -m jobs [sweep]")
     logs.setup()
     settings = context.settings()
     config = WorkerSettings.from_env()
@@ -154,10 +234,9 @@ def main() -> None:
     context.ensure_database()
     migrate()
     queue = context.queue(connection)
-    sweeping = threading.Event()
-    threading.Thread(
-        target=sweep.run_forever, args=(queue, sweeping), name="sweep", daemon=True
-    ).start()
+    os.register_at_fork(before=_no_thread_at_fork)
+    sweeper = Sweeper()
+    sweeper.ensure()
     try:
         while not stopping.is_set():
             log.info(
@@ -168,7 +247,7 @@ def main() -> None:
                     "worker_ttl": config.worker_ttl,
                 },
             )
-            if _run(_new_worker(queue, config, stopping)):
+            if _run(_new_worker(queue, config, stopping, sweeper)):
                 return
             _stop_on_signals(stopping)
             log.warning("RQ worker quit without being asked to; restarting it once Redis answers")
@@ -177,7 +256,7 @@ def main() -> None:
             stopping.wait(config.redis_retry_seconds)
             _wait_for_redis(connection, settings.redis_url, config.redis_retry_seconds, stopping)
     finally:
-        sweeping.set()
+        sweeper.stop()
 
 
 if __name__ == "__main__":

@@ -323,7 +323,8 @@ def start_worker(
     log = log_dir / "worker.log"
     forget_dead_scheduler(redis_url, queue_name)
     full_env = {
-        **os.environ,
+        # As production runs: stderr buffered (PYTHONUNBUFFERED changes what a fork inherits).
+        **{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "CAMPAIGNS_QUEUE": queue_name,

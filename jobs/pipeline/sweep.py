@@ -3,7 +3,14 @@
 A lost Redis, a dead scheduler or a restart can drop a kickoff job; the sweep finds every
 scheduled campaign whose time has passed and kicks it off (kickoff is idempotent). A worker
 killed mid-campaign stops its heartbeat; the sweep reaps its expired leases and starts a
-fresh calculate or send job (both are safe to repeat).
+fresh calculate or send job (both are safe to repeat). A campaign cancelled while a worker
+died with its rows leased gets those rows to a final state too.
+
+It runs in a process of its own (`python -m jobs sweep`, which `python -m jobs` starts next
+to its RQ worker), never on a thread of the worker: RQ forks a process per job, and a fork
+while a thread holds a lock (logging's, redis-py's pool's, the database driver's) hands the
+job a lock that nobody will release. However many workers sweep, one pass runs per interval
+(a Redis lock), and each due campaign gets one kickoff job per KICKOFF_GUARD_SECONDS.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 import uuid
+from collections.abc import Callable
 
 from rq import Queue
 
@@ -21,12 +30,16 @@ from jobs.enqueue import enqueue_calculate, enqueue_kickoff, enqueue_send
 from server.core.status import Status
 from server.store import ledger
 from server.store.db import release_connection, tuples
-from server.store.models import Campaign, utcnow
+from server.store.models import Campaign, SkipReason, utcnow
 
 log = logging.getLogger(__name__)
 
 # Seconds between sweeps: the RQ scheduler is the fast path, this is the safety net.
 SWEEP_INTERVAL = float(os.environ.get("SWEEP_INTERVAL") or 15.0)
+# A kickoff enqueued by the sweep has this long to move its campaign out of "scheduled"
+# before another is enqueued (a busy queue may hold it for a while; a repeat is harmless).
+KICKOFF_GUARD_SECONDS = 60
+PASS_LOCK = "campaigns:sweep:pass"
 
 
 def due_campaign_ids(limit: int = 1000) -> list[int]:
@@ -79,9 +92,35 @@ def resume(queue: Queue, campaign_id: int, status: str) -> None:
     log.warning("resuming a stalled campaign", extra={"campaign_id": campaign_id, "status": status})
 
 
+def cancelled_with_rows_left() -> list[int]:
+    """Cancelled campaigns whose ledger still has rows pending, or leased by a dead worker."""
+    ensure_database()
+    try:
+        return ledger.cancelled_with_rows_left(utcnow())
+    finally:
+        release_connection()
+
+
+def settle_cancelled(campaign_id: int) -> None:
+    """Rows of a cancelled campaign: expired leases reaped (sending rows become ambiguous,
+    they may have gone out), pending rows skipped."""
+    try:
+        ledger.reap(campaign_id)
+        skipped = ledger.skip_pending(campaign_id, SkipReason.CANCELLED)
+    finally:
+        release_connection()
+    log.info("settled a cancelled campaign", extra={"campaign_id": campaign_id, "skipped": skipped})
+
+
+def _first_kickoff(queue: Queue, campaign_id: int) -> bool:
+    key = f"campaigns:kickoff:{campaign_id}"
+    return bool(queue.connection.set(key, os.getpid(), nx=True, ex=KICKOFF_GUARD_SECONDS))
+
+
 def sweep(queue: Queue) -> int:
-    """Kick off due campaigns and resume stalled ones; returns how many were touched."""
-    ids = due_campaign_ids()
+    """Kick off due campaigns, resume stalled ones and settle cancelled ones; returns how
+    many campaigns were touched."""
+    ids = [i for i in due_campaign_ids() if _first_kickoff(queue, i)]
     for campaign_id in ids:
         enqueue_kickoff(queue, campaign_id, f"sweep-kickoff-{campaign_id}")
     if ids:
@@ -89,13 +128,34 @@ def sweep(queue: Queue) -> int:
     stale = stale_campaigns(delivery_settings().stale_seconds)
     for campaign_id, status in stale:
         resume(queue, campaign_id, status)
-    return len(ids) + len(stale)
+    cancelled = cancelled_with_rows_left()
+    for campaign_id in cancelled:
+        settle_cancelled(campaign_id)
+    return len(ids) + len(stale) + len(cancelled)
 
 
-def run_forever(queue: Queue, stop: threading.Event, interval: float = SWEEP_INTERVAL) -> None:
-    while not stop.is_set():
-        try:
-            sweep(queue)
-        except Exception:
-            log.warning("sweep failed; retrying next interval", exc_info=True)
-        stop.wait(interval)
+def _our_pass(queue: Queue, interval: float) -> bool:
+    """One sweeper per interval across every worker: the first to take the lock."""
+    ms = max(1, int(interval * 1000 * 0.9))
+    return bool(queue.connection.set(PASS_LOCK, os.getpid(), nx=True, px=ms))
+
+
+def run_forever(
+    queue: Queue,
+    keep_going: Callable[[], bool],
+    pause: threading.Event,
+    interval: float = SWEEP_INTERVAL,
+) -> None:
+    """Sweep every `interval` seconds while `keep_going()`; `pause` is waited on between
+    passes (setting it, as a signal does, ends the wait at once)."""
+    next_pass = 0.0
+    while keep_going():
+        if time.monotonic() >= next_pass:
+            next_pass = time.monotonic() + interval
+            try:
+                if _our_pass(queue, interval):
+                    sweep(queue)
+            except Exception:
+                log.warning("sweep failed; retrying next interval", exc_info=True)
+        # Short waits: `keep_going` (the worker still alive) is asked at least every second.
+        pause.wait(max(0.0, min(1.0, next_pass - time.monotonic())))

@@ -12,8 +12,16 @@ from collections.abc import Iterable, Sequence
 
 import peewee as pw
 
+from server.core.status import Status
 from server.store.db import driver_cursor, is_postgres, tuples, write_transaction
-from server.store.models import Delivery, DeliveryStatus, SkipReason, Suppression, utcnow
+from server.store.models import (
+    Campaign,
+    Delivery,
+    DeliveryStatus,
+    SkipReason,
+    Suppression,
+    utcnow,
+)
 
 D = Delivery
 IN_FLIGHT = (DeliveryStatus.PENDING, DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
@@ -190,3 +198,24 @@ def claimable(campaign_id: int) -> bool:
         )
         .exists()
     )
+
+
+def cancelled_with_rows_left(now: dt.datetime, limit: int = 100) -> list[int]:
+    """Cancelled campaigns with rows that will never move by themselves: pending, or held
+    under a lease that has expired (its worker is gone)."""
+    stuck = D.select(D.id).where(
+        (D.campaign == Campaign.id)
+        & (
+            (D.status == DeliveryStatus.PENDING)
+            | (
+                D.status.in_([DeliveryStatus.CLAIMED, DeliveryStatus.SENDING])
+                & (D.lease_expires_at < now)
+            )
+        )
+    )
+    query = (
+        Campaign.select(Campaign.id)
+        .where((Campaign.status == Status.CANCELLED) & pw.fn.EXISTS(stuck))
+        .limit(limit)
+    )
+    return [int(c.id) for c in query]

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 CANCEL_CHECK_SECONDS = 0.5
 RECORD_EVERY_SECONDS = 0.2  # outcomes wait at most this long for their batch to fill
-DRY_PAUSE_SECONDS = 0.5  # after a take came up short, before asking again
 OUTAGE_PAUSE_SECONDS = (0.2, 2.0)  # first and longest pause between tries while the DB is down
 
 Done = tuple[leases.LeasedRow, SendResult]
@@ -85,7 +84,7 @@ class Sender:
         self.tally = recorded.Tally()
         now = time.monotonic()
         self.checked = self.renewed = self.flushed = now
-        self.next_take = now
+        self.exhausted = False  # a take came up short: finish what is in flight, then stop
         self.stopped = False
 
     @property
@@ -133,12 +132,13 @@ class Sender:
         if gate.probing:
             return self._probe()
         free = self.capacity - self.in_flight
-        if free > 0 and time.monotonic() >= self.next_take and self._worth_taking(free):
-            taken = self._hand_off(min(free, self.settings.group_size))
-            if taken < min(free, self.settings.group_size):
-                self.next_take = time.monotonic() + DRY_PAUSE_SECONDS
-            if taken == 0 and self.in_flight == 0:
-                return False  # nothing due now: after_send decides what comes next
+        if not self.exhausted and free > 0 and self._worth_taking(free):
+            wanted = min(free, self.settings.group_size)
+            # Fewer rows than asked: none are due beyond these (after_send decides what
+            # comes next: a successor, a wait for retries, or the end).
+            self.exhausted = self._hand_off(wanted) < wanted
+        if self.exhausted and self.in_flight == 0:
+            return False
         self._collect(block=self.in_flight > 0)
         self._flush()
         self._keep_lease()
