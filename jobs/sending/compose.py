@@ -88,12 +88,8 @@ class Composer:
 
     def sms(self, user: Recipient, address: str) -> OutgoingSms:
         assert self._sms_template is not None
-        context = {
-            "user": templates.user_context(user),
-            "edition": templates.edition_context(self.edition),
-            "unsubscribe_url": self.links.unsubscribe(self.campaign.id, user.id),
-        }
-        body = templates.render(self._sms_template, context)
+        url = self.links.unsubscribe(self.campaign.id, user.id)
+        body = templates.render(self._sms_template, templates.context(user, self.edition, url))
         return OutgoingSms(
             to=address, body=body, reference=f"campaign-{self.campaign.id}.user-{user.id}"
         )

@@ -192,11 +192,7 @@ def render_content(
     message: EmailMessage, user: User | None, edition: Edition | None, unsubscribe_url: str
 ) -> tuple[str, str, str]:
     """(subject, html, text) as `user` gets them. RenderError when a template fails."""
-    context = {
-        "user": templates.user_context(user),
-        "edition": templates.edition_context(edition),
-        "unsubscribe_url": unsubscribe_url,
-    }
+    context = templates.context(user, edition, unsubscribe_url)
     html = templates.render(
         templates.compile_template(message.html_body, "html_body", html=True), context
     )
@@ -247,13 +243,8 @@ def preview_sms(body: str, user_id: int, edition_id: int) -> tuple[str, SmsCost]
         edition = None
     if edition_id and edition is None:
         raise invalid("edition_id", f"edition {edition_id} does not exist")
-    context = {
-        "user": templates.user_context(user),
-        "edition": templates.edition_context(edition),
-        "unsubscribe_url": PREVIEW_UNSUBSCRIBE_URL,
-    }
     try:
-        text = templates.render(template, context)
+        text = templates.render(template, templates.context(user, edition, PREVIEW_UNSUBSCRIBE_URL))
     except templates.RenderError as exc:
         raise invalid("body", f"fails to render: {exc}") from None
     return text, cost(text)

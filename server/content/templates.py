@@ -92,7 +92,16 @@ def text_template_from_html(html_source: str) -> jinja2.Template | None:
         return None
 
 
-def user_context(user: Any | None) -> dict[str, Any]:
+def context(user: Any | None, edition: Any | None, unsubscribe_url: str) -> dict[str, Any]:
+    """What every template renders with: `user`, `edition` and `unsubscribe_url`."""
+    return {
+        "user": _user_context(user),
+        "edition": _edition_context(edition),
+        "unsubscribe_url": unsubscribe_url,
+    }
+
+
+def _user_context(user: Any | None) -> dict[str, Any]:
     """What templates see as `user`: its public fields and attributes."""
     if user is None:
         return {}
@@ -100,7 +109,7 @@ def user_context(user: Any | None) -> dict[str, Any]:
     return {name: getattr(user, name) for name in fields} | {"attributes": user.attributes or {}}
 
 
-def edition_context(edition: Any | None) -> dict[str, Any]:
+def _edition_context(edition: Any | None) -> dict[str, Any]:
     if edition is None:
         return {}
     fields = ("id", "name", "timezone", "default_language", "start_date", "end_date")
