@@ -43,7 +43,9 @@ _TTL = 86400  # a breaker nobody touched for a day is forgotten (it reads as clo
 # usually answers in milliseconds, and then every job should be sending again.
 _HALF_OPEN_RECHECK = 1.0
 
-# ARGV: now, owner, probe lease seconds, may probe (1/0) -> state, wait, failures, granted
+# KEYS[1] is always the breaker's hash; TTL: the seconds it lives on after a write (_TTL).
+# ARGV: now, owner, probe lease seconds, may probe (1/0), TTL
+# -> state, seconds to wait, failures, granted (1: this call made `owner` the prober)
 _CHECK = """
 local s = redis.call('HMGET', KEYS[1], 'state', 'until', 'failures', 'prober')
 local state, failures = s[1] or 'closed', tonumber(s[3] or '0')
@@ -58,7 +60,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {'probe', ARGV[3], failures, 1}
 """
 
-# ARGV: now, threshold, open seconds -> prior state, new state, failures, seconds open
+# ARGV: now, threshold, open seconds, TTL -> prior state, new state, failures, seconds open
 _FAULT = """
 local s = redis.call('HMGET', KEYS[1], 'state', 'failures', 'until')
 local state, failures = s[1] or 'closed', tonumber(s[2] or '0') + 1
@@ -72,7 +74,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {state, new, failures, tostring(untl - now)}
 """
 
-# -> prior state, failures before
+# ARGV: TTL -> prior state, failures before
 _HEALTHY = """
 local s = redis.call('HMGET', KEYS[1], 'state', 'failures')
 redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'until', '0', 'prober', '')
@@ -80,7 +82,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return {s[1] or 'closed', tonumber(s[2] or '0')}
 """
 
-# ARGV: owner. The prober found nothing to send: let the next job probe at once.
+# ARGV: owner -> nothing. The prober found nothing to send: let the next job probe at once.
 _RELEASE = """
 local s = redis.call('HMGET', KEYS[1], 'state', 'prober')
 if s[1] == 'half_open' and s[2] == ARGV[1] then
