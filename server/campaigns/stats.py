@@ -9,9 +9,14 @@ import peewee as pw
 
 from server.campaigns import transitions
 from server.store.db import first_dict, tuples
-from server.store.models import Delivery, DeliveryEvent, DeliveryStatus, EventType, utcnow
-
-_IN_FLIGHT = (DeliveryStatus.PENDING, DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
+from server.store.models import (
+    IN_FLIGHT,
+    Delivery,
+    DeliveryEvent,
+    DeliveryStatus,
+    EventType,
+    utcnow,
+)
 
 
 def _ratio(part: int, whole: int) -> float:
@@ -68,7 +73,7 @@ def read_stats(campaign_id: int) -> Stats:
         D.select(
             _count_if(D.status == DeliveryStatus.SENT).alias("sent"),
             _count_if(D.status == DeliveryStatus.FAILED).alias("failed"),
-            _count_if(D.status.in_(_IN_FLIGHT)).alias("pending"),
+            _count_if(D.status.in_(IN_FLIGHT)).alias("pending"),
             _count_if(D.status == DeliveryStatus.SKIPPED).alias("skipped"),
             _count_if(D.status == DeliveryStatus.AMBIGUOUS).alias("ambiguous"),
             pw.fn.COUNT(D.delivered_at).alias("delivered"),

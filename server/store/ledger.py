@@ -14,6 +14,7 @@ import peewee as pw
 
 from server.core.status import Status
 from server.store.db import driver_cursor, is_postgres, tuples, write_transaction
+from server.store.models import IN_FLIGHT as IN_FLIGHT  # re-exported: count(id, IN_FLIGHT)
 from server.store.models import (
     Campaign,
     Delivery,
@@ -24,7 +25,6 @@ from server.store.models import (
 )
 
 D = Delivery
-IN_FLIGHT = (DeliveryStatus.PENDING, DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
 
 
 _FREEZE_COLUMNS = (

@@ -107,6 +107,10 @@ class DeliveryStatus(StrEnum):
     AMBIGUOUS = "ambiguous"
 
 
+# Not settled yet: waiting, or held by a send job (the stats call these "pending").
+IN_FLIGHT = (DeliveryStatus.PENDING, DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
+
+
 class Delivery(BaseModel):
     """The ledger: one row per (campaign, user), the record of what that user was sent."""
 
