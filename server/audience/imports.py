@@ -23,7 +23,7 @@ from server.core.validation import NUL_MESSAGE, Violations, has_nul, invalid
 from server.security import tenancy
 from server.store import users as user_rows
 from server.store.db import write_transaction
-from server.store.models import Edition, utcnow
+from server.store.models import USER_TEXT_FIELDS, Edition, utcnow
 from server.store.users import ATTRIBUTES_JSON, IMPORTED
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def _clean(row: UserInput, region: str | None) -> tuple[dict[str, Any], tuple[st
     for name, limit in _TEXT_LIMITS.items():
         if len(getattr(row, name)) > limit:
             return {}, (name, f"must be at most {limit} characters")
-    for name in ("external_id", "email", "phone", "first_name", "last_name", "language"):
+    for name in USER_TEXT_FIELDS:
         if has_nul(getattr(row, name)):
             return {}, (name, NUL_MESSAGE)
     attributes_json, problem = _attributes_json(row.attributes)

@@ -20,6 +20,7 @@ import jinja2
 from server import config
 from server.content.sandbox import ENVS, bounded_ast, bounded_render
 from server.core.validation import NUL_MESSAGE, has_nul, invalid
+from server.store.models import USER_TEXT_FIELDS
 
 
 class RenderError(Exception):
@@ -105,8 +106,8 @@ def _user_context(user: Any | None) -> dict[str, Any]:
     """What templates see as `user`: its public fields and attributes."""
     if user is None:
         return {}
-    fields = ("id", "external_id", "email", "phone", "first_name", "last_name", "language")
-    return {name: getattr(user, name) for name in fields} | {"attributes": user.attributes or {}}
+    fields = {name: getattr(user, name) for name in ("id", *USER_TEXT_FIELDS)}
+    return fields | {"attributes": user.attributes or {}}
 
 
 def _edition_context(edition: Any | None) -> dict[str, Any]:

@@ -249,6 +249,12 @@ class User(BaseModel):
         )
 
 
+# A user's own fields, as segments and templates see them (segments read rows in this order).
+USER_TEXT_FIELDS = ("external_id", "email", "phone", "first_name", "last_name", "language")
+USER_FLAGS = ("email_consent", "sms_consent", "email_unsubscribed", "sms_unsubscribed")
+USER_FIELDS = ("id", *USER_TEXT_FIELDS, "attributes", *USER_FLAGS)
+
+
 class UserEdition(BaseModel):
     """Membership of a user in an edition."""
 

@@ -21,52 +21,22 @@ import peewee as pw
 from psycopg2.extras import execute_values
 
 from server.store.db import driver_cursor, is_postgres, sql_literals, tuples
-from server.store.models import User, UserEdition
+from server.store.models import USER_FIELDS, User, UserEdition
 
-# The columns an import sets; a re-import overwrites them (unsubscribes aside, see below).
-IMPORTED = (
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "language",
-    "attributes",
-    "email_consent",
-    "sms_consent",
-)
+# An unsubscribe recorded here is never undone by an import: OR, not overwrite.
+_KEPT = ("email_unsubscribed", "sms_unsubscribed")
+# The columns an import sets; a re-import overwrites them (unsubscribes aside, see _KEPT):
+# email, phone, the names, language, attributes and the consents.
+IMPORTED = tuple(name for name in USER_FIELDS if name not in ("id", "external_id", *_KEPT))
 # Rows carry their attributes serialised too, from the import's size check: PostgreSQL stores
 # that text (JSONB parses it), sparing a second json.dumps per row; SQLite stores the dict.
 ATTRIBUTES_JSON = "attributes_json"
-_COLUMNS = (
-    "organization_id",
-    "external_id",
-    *IMPORTED,
-    "email_unsubscribed",
-    "sms_unsubscribed",
-    "erased_at",
-    "created",
-    "modified",
-)
 # What differs from row to row, in _COLUMNS' order (organization_id comes before them,
-# erased_at, created and modified after), attributes as their JSON text.
-_ROW_COLUMNS = (
-    "external_id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "language",
-    ATTRIBUTES_JSON,
-    "email_consent",
-    "sms_consent",
-    "email_unsubscribed",
-    "sms_unsubscribed",
-)
-assert _COLUMNS[1:-3] == tuple("attributes" if c == ATTRIBUTES_JSON else c for c in _ROW_COLUMNS)
-_ROW_VALUES = operator.itemgetter(*_ROW_COLUMNS)
+# erased_at, created and modified after); a row's values hold the attributes as JSON text.
+_PER_ROW = ("external_id", *IMPORTED, *_KEPT)
+_COLUMNS = ("organization_id", *_PER_ROW, "erased_at", "created", "modified")
+_ROW_VALUES = operator.itemgetter(*(ATTRIBUTES_JSON if c == "attributes" else c for c in _PER_ROW))
 _OVERWRITTEN = (*IMPORTED, "modified", "erased_at")
-# An unsubscribe recorded here is never undone by an import: OR, not overwrite.
-_KEPT = ("email_unsubscribed", "sms_unsubscribed")
 _UPSERT_SQL = (
     'INSERT INTO "users" (' + ", ".join(f'"{c}"' for c in _COLUMNS) + ") VALUES %s "
     'ON CONFLICT ("organization_id", "external_id") DO UPDATE SET '
@@ -111,7 +81,7 @@ def _upsert_postgres(
     # per row: psycopg2 adapts a datetime slowly, a third of rendering the VALUES list.
     # erased_at is NULL: re-importing an erased user's external_id makes them current again.
     constants = sql_literals(organization_id, now)
-    per_row = ", ".join(["%s"] * len(_ROW_COLUMNS))
+    per_row = ", ".join(["%s"] * len(_PER_ROW))
     template = f"({constants[0]}, {per_row}, NULL, {constants[1]}, {constants[1]})"
     returned = _execute_values(_UPSERT_SQL, values, template, fetch=True)
     ids = {external_id: user_id for external_id, user_id, _ in returned}

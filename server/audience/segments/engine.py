@@ -26,8 +26,6 @@ import peewee as pw
 
 from server.audience.segments.limits import shape_problem
 from server.audience.segments.pushdown import (
-    BOOL_COLUMNS,
-    USER_FIELDS,
     Clause,
     Reads,
     clauses,
@@ -38,7 +36,7 @@ from server.audience.segments.pushdown import exact as is_exact
 from server.config import MAX_EXPRESSION_LENGTH
 from server.core.validation import invalid
 from server.store.db import database, decodes_natively
-from server.store.models import User, UserEdition
+from server.store.models import USER_FIELDS, USER_FLAGS, User, UserEdition
 
 DEFAULT_BATCH_SIZE = 5000
 _POSITION = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
@@ -205,7 +203,7 @@ def _getter(name: str, sqlite: bool, keys: frozenset[str] | None) -> Callable[[R
     index = USER_FIELDS.index(name)
     if name == "attributes":
         return lambda raw: _subset(_json(raw[index]), keys)
-    if sqlite and name in BOOL_COLUMNS:
+    if sqlite and name in USER_FLAGS:
         return lambda raw: raw[index] == 1
     return itemgetter(index)
 

@@ -23,25 +23,9 @@ from dataclasses import dataclass
 import cel
 import peewee as pw
 
-from server.store.models import User
+from server.store.models import USER_FIELDS, USER_FLAGS, USER_TEXT_FIELDS, User
 from server.store.segments import attribute_condition
 
-USER_FIELDS = (
-    "id",
-    "external_id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "language",
-    "attributes",
-    "email_consent",
-    "sms_consent",
-    "email_unsubscribed",
-    "sms_unsubscribed",
-)
-STRING_COLUMNS = ("external_id", "email", "phone", "first_name", "last_name", "language")
-BOOL_COLUMNS = ("email_consent", "sms_consent", "email_unsubscribed", "sms_unsubscribed")
 _RESERVED = {
     "true",
     "false",
@@ -87,7 +71,7 @@ class Clause:
     """One pushed-down condition on a column, or on a path under user.attributes."""
 
     kind: str  # "eq" (target == value) or "in" (value in target)
-    column: str  # "attributes" or one of STRING_COLUMNS / BOOL_COLUMNS
+    column: str  # "attributes" or one of USER_TEXT_FIELDS / USER_FLAGS
     path: tuple[str, ...]
     value: str | bool
 
@@ -201,7 +185,7 @@ def _path(tokens: list[Token]) -> tuple[str, tuple[str, ...]] | None:
         return None
     if names[0] == "attributes" and len(names) > 1:
         return "attributes", tuple(names[1:])
-    if names[0] in STRING_COLUMNS + BOOL_COLUMNS and len(names) == 1:
+    if names[0] in USER_TEXT_FIELDS + USER_FLAGS and len(names) == 1:
         return names[0], ()
     return None
 
@@ -225,9 +209,9 @@ def _clause(
     column: str, path: tuple[str, ...], value: str | bool, kind: str = "eq"
 ) -> Clause | None:
     is_bool = isinstance(value, bool)
-    if column in STRING_COLUMNS and (is_bool or kind != "eq"):
+    if column in USER_TEXT_FIELDS and (is_bool or kind != "eq"):
         return None
-    if column in BOOL_COLUMNS and not is_bool:
+    if column in USER_FLAGS and not is_bool:
         return None
     if kind == "in" and is_bool:
         return None
