@@ -8,23 +8,22 @@ in CEL for every remaining candidate: a user matches only when the expression ev
 exactly `true`. An evaluation error (a missing key, a type mismatch) means "no match", never a
 failure.
 
-CEL sees `{"user": {...}}` holding only the fields (and attribute keys) the expression reads:
-converting a whole user to CEL values costs several times more than evaluating it.
+CEL sees `{"user": {...}}` holding only the fields (and attribute keys) the expression reads
+(`server.audience.segments.rows`): converting a whole user to CEL values is the costly part.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 import cel
 import peewee as pw
 
 from server.audience.segments.limits import shape_problem
+from server.audience.segments.matching import matching
 from server.audience.segments.pushdown import (
     Clause,
     Reads,
@@ -33,37 +32,15 @@ from server.audience.segments.pushdown import (
     to_sql,
 )
 from server.audience.segments.pushdown import exact as is_exact
+from server.audience.segments.rows import Context, Row, UserRow, context_builder, sqlite_row
 from server.config import MAX_EXPRESSION_LENGTH
 from server.core.validation import invalid
 from server.store.db import database, decodes_natively
-from server.store.models import USER_FIELDS, USER_FLAGS, User, UserEdition
+from server.store.models import USER_FIELDS, User, UserEdition
 
 DEFAULT_BATCH_SIZE = 5000
 _POSITION = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
-
-
-class UserRow(NamedTuple):
-    """The fields of a user a segment can see, as handed to CEL."""
-
-    id: int
-    external_id: str
-    email: str
-    phone: str
-    first_name: str
-    last_name: str
-    language: str
-    attributes: Any
-    email_consent: bool
-    sms_consent: bool
-    email_unsubscribed: bool
-    sms_unsubscribed: bool
-
-
-assert UserRow._fields == USER_FIELDS
 _COLUMNS = tuple(getattr(User, name) for name in USER_FIELDS)
-Context = dict[str, dict[str, Any]]
-Row = tuple[Any, ...]  # as the driver returns it, columns in USER_FIELDS order
-_raw_decode = json.JSONDecoder().raw_decode
 
 
 @dataclass(frozen=True)
@@ -78,54 +55,56 @@ class CompiledSegment:
     exact: bool = False  # the pushed clauses decide alone: no CEL needed (see analysis.exact)
 
 
-def _position(message: str, expression: str) -> tuple[str, int, int]:
+class Problem(NamedTuple):
+    """The first thing wrong with an expression, and where (lines and columns count from 1)."""
+
+    message: str
+    line: int = 1
+    column: int = 1
+    from_cel: bool = False  # CEL's parser refused it (not a length or shape limit of ours)
+
+    def located(self) -> str:
+        return f"line {self.line}, column {self.column}: {self.message}"
+
+
+def _position(message: str, expression: str) -> Problem:
     """The first `<input>:LINE:COL: message` of a CEL parser error (after the echoed input)."""
     echo = f"Failed to parse expression '{expression}': "
     found = _POSITION.search(message, len(echo) if message.startswith(echo) else 0)
     if found is None:
-        return (message.strip().splitlines() or ["syntax error"])[0], 1, 1
-    return found.group(3).strip(), int(found.group(1)), int(found.group(2))
+        return Problem((message.strip().splitlines() or ["syntax error"])[0], from_cel=True)
+    return Problem(found.group(3).strip(), int(found.group(1)), int(found.group(2)), True)
 
 
-def _too_long(expression: str) -> tuple[str, int, int] | None:
+def _too_long(expression: str) -> Problem | None:
     if len(expression) <= MAX_EXPRESSION_LENGTH:
         return None
     head = expression[:MAX_EXPRESSION_LENGTH]
     line = head.count("\n") + 1
     column = len(head) - (head.rfind("\n") + 1) + 1
     message = f"must be at most {MAX_EXPRESSION_LENGTH} characters, got {len(expression)}"
-    return message, line, column
+    return Problem(message, line, column)
 
 
-def parse_error(expression: str) -> tuple[str, int, int] | None:
-    """(message, line, column) of the first problem with an expression, or None if it compiles.
-    Lines and columns count from 1."""
-    problem = _too_long(expression)
-    if problem is not None:
-        return problem
-    shape = shape_problem(expression)
-    if shape is not None:
-        return shape, 1, 1
-    try:
-        cel.compile(expression)
-    except ValueError as exc:
-        return _position(str(exc), expression)
-    return None
-
-
-def compile_segment(expression: str) -> CompiledSegment:
-    """Compile an expression; InvalidArgument on `expression` if it is too long or malformed."""
+def _program(expression: str) -> tuple[Any, Problem | None]:
+    """The CEL program, or the first problem with the expression."""
     too_long = _too_long(expression)
     if too_long is not None:
-        raise invalid("expression", too_long[0])
+        return None, too_long
     shape = shape_problem(expression)
     if shape is not None:
-        raise invalid("expression", shape)
+        return None, Problem(shape)
     try:
-        program = cel.compile(expression)
+        return cel.compile(expression), None
     except ValueError as exc:
-        message, line, column = _position(str(exc), expression)
-        raise invalid("expression", f"line {line}, column {column}: {message}") from None
+        return None, _position(str(exc), expression)
+
+
+def check_expression(expression: str) -> CompiledSegment | Problem:
+    """The compiled expression, or its first problem: compiled once either way."""
+    program, problem = _program(expression)
+    if problem is not None:
+        return problem
     pushed = tuple(clauses(expression))
     return CompiledSegment(
         expression,
@@ -135,6 +114,21 @@ def compile_segment(expression: str) -> CompiledSegment:
         reads(expression),
         is_exact(expression),
     )
+
+
+def parse_error(expression: str) -> tuple[str, int, int] | None:
+    """(message, line, column) of the first problem with an expression, or None if it compiles.
+    Lines and columns count from 1."""
+    problem = _program(expression)[1]
+    return None if problem is None else (problem.message, problem.line, problem.column)
+
+
+def compile_segment(expression: str) -> CompiledSegment:
+    """Compile an expression; InvalidArgument on `expression` if it is too long or malformed."""
+    checked = check_expression(expression)
+    if isinstance(checked, Problem):
+        raise invalid("expression", checked.located() if checked.from_cel else checked.message)
+    return checked
 
 
 def candidates(
@@ -176,58 +170,9 @@ def id_windows(organization_id: int, size: int) -> Iterator[pw.Expression]:
         last += size
 
 
-def _json(value: Any) -> Any:
-    """JSON text (SQLite) as Python; psycopg2 has already decoded PostgreSQL's JSONB."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return _raw_decode(value)[0]  # a third of json.loads; the text came from json.dumps
-    except ValueError:
-        return json.loads(value)
-
-
-def _sqlite_row(raw: Row) -> UserRow:
-    """SQLite returns attributes as JSON text and booleans as 0/1."""
-    flags = (raw[8] == 1, raw[9] == 1, raw[10] == 1, raw[11] == 1)
-    return UserRow._make((*raw[:7], _json(raw[7]), *flags))
-
-
-def _subset(attributes: Any, keys: frozenset[str] | None) -> Any:
-    if keys is None or not isinstance(attributes, dict):
-        return attributes
-    return {key: attributes[key] for key in keys if key in attributes}
-
-
-def _getter(name: str, sqlite: bool, keys: frozenset[str] | None) -> Callable[[Row], Any]:
-    """Reads one field of a raw driver row as CEL should see it."""
-    index = USER_FIELDS.index(name)
-    if name == "attributes":
-        return lambda raw: _subset(_json(raw[index]), keys)
-    if sqlite and name in USER_FLAGS:
-        return lambda raw: raw[index] == 1
-    return itemgetter(index)
-
-
-def _context_builder(needs: Reads | None, sqlite: bool) -> Callable[[Row], Context]:
-    """From a raw row to the CEL context, holding only what the expression reads."""
-    names = USER_FIELDS if needs is None else sorted(needs.fields)
-    keys = None if needs is None else needs.attribute_keys
-    getters = [(name, _getter(name, sqlite, keys)) for name in names]
-    return lambda raw: {"user": {name: get(raw) for name, get in getters}}
-
-
 def evaluate_here(compiled: CompiledSegment, contexts: list[Context]) -> list[int]:
-    """Indices of the contexts for which the program returns exactly True; errors count as no
-    match. In this process: for workers, whose job runs in a child under a timeout."""
-    execute = compiled.program.execute
-    matched = []
-    for index, context in enumerate(contexts):
-        try:
-            if execute(context) is True:
-                matched.append(index)
-        except Exception:  # missing key, type mismatch, overflow: the user does not match
-            continue
-    return matched
+    """`matching` in this process: for workers, whose job runs in a child under a timeout."""
+    return matching(compiled.program, contexts)
 
 
 # (compiled segment, contexts) -> indices of the contexts that match
@@ -245,8 +190,8 @@ def _scan(
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
     sqlite = not decodes_natively()
-    make_row: Callable[[Row], UserRow] = _sqlite_row if sqlite else UserRow._make
-    context = _context_builder(compiled.reads, sqlite)
+    make_row: Callable[[Row], UserRow] = sqlite_row if sqlite else UserRow._make
+    context = context_builder(compiled.reads, sqlite)
     query = candidates(compiled, organization_id, edition_id)
     for rows in _pages(query, batch_size, organization_id):
         if compiled.exact:  # SQL has decided: every candidate matches, none evaluated

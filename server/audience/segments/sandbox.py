@@ -25,6 +25,7 @@ from typing import Any
 import cel
 
 from server import config
+from server.audience.segments.matching import matching
 from server.core.errors import ResourceExhausted
 
 MAX_WORKERS = 2  # previews evaluating at once; a third waits (within its deadline)
@@ -48,19 +49,7 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
             if len(programs) >= _PROGRAM_CACHE:
                 programs.clear()
             programs[expression] = cel.compile(expression)
-        conn.send(_matching(programs[expression], contexts))
-
-
-def _matching(program: Any, contexts: list[Any]) -> list[int]:
-    """Indices of the contexts for which the program returns exactly True."""
-    out = []
-    for index, context in enumerate(contexts):
-        try:
-            if program.execute(context) is True:
-                out.append(index)
-        except Exception:  # an evaluation error means "no match", as in segment_engine
-            continue
-    return out
+        conn.send(matching(programs[expression], contexts))
 
 
 class _Worker:

@@ -35,16 +35,24 @@ class Preview:
     sample: list[User]
 
 
-def _check(v: Violations, data: SegmentInput) -> None:
+def _check(v: Violations, data: SegmentInput) -> engine.CompiledSegment | None:
+    """Check the fields; the compiled expression, when it compiles."""
     v.text(data.name, "name", max_length=MAX_NAME_LENGTH, required=True)
     v.positive_id(data.edition_id, "edition_id", required=False)
     if not data.expression.strip():
         v.add("expression", "is required")
-    else:
-        problem = engine.parse_error(data.expression)
-        if problem is not None:
-            message, line, column = problem
-            v.add("expression", f"line {line}, column {column}: {message}")
+        return None
+    checked = engine.check_expression(data.expression)
+    if isinstance(checked, engine.Problem):
+        v.add("expression", checked.located())
+        return None
+    return checked
+
+
+def validate_expression(expression: str) -> engine.CompiledSegment | engine.Problem:
+    """ValidateSegmentExpression: the compiled expression (what SQL pre-filters on), or its
+    first problem and where it is."""
+    return engine.check_expression(expression)
 
 
 def get_segment(segment_id: int, *, lock: bool = False) -> Segment:
@@ -134,6 +142,7 @@ def preview(segment_id: int, data: SegmentInput, sample_size: int) -> Preview:
     """Evaluate a stored segment, or an unsaved expression, over the users as they are now."""
     if not 0 <= sample_size <= MAX_SAMPLE:
         raise invalid("sample_size", f"must be between 0 and {MAX_SAMPLE}")
+    compiled = None
     if segment_id:
         segment = get_segment(segment_id)
         data = SegmentInput(
@@ -143,11 +152,11 @@ def preview(segment_id: int, data: SegmentInput, sample_size: int) -> Preview:
         tenancy.check_may_act(data.organization_id)
         v = Violations()
         v.positive_id(data.organization_id, "organization_id")
-        _check(v, replace(data, name=data.name or "preview"))
+        compiled = _check(v, replace(data, name=data.name or "preview"))
         v.raise_if_any()
         if data.edition_id:  # someone else's edition is as unknown as a missing one
             edition_of(data.edition_id, data.organization_id)
-    compiled = engine.compile_segment(data.expression)
+    compiled = compiled or engine.compile_segment(data.expression)
     edition = data.edition_id or None
     # Evaluated in a child process under one deadline: the expression is the caller's own.
     evaluate = sandbox.Evaluator()

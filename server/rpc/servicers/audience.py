@@ -13,7 +13,7 @@ from server.audience import editions, imports, users
 from server.audience.editions import EditionInput
 from server.audience.imports import UserInput
 from server.audience.segments import service as segment_service
-from server.audience.segments.engine import compile_segment, parse_error
+from server.audience.segments.engine import Problem
 from server.audience.segments.service import SegmentInput
 from server.audience.users import UserFilter
 from server.rpc import convert
@@ -190,12 +190,12 @@ class AudienceServicer(pb_grpc.AudienceServiceServicer):
     def ValidateSegmentExpression(
         self, request: pb.ValidateSegmentExpressionRequest, context: grpc.ServicerContext
     ) -> pb.ValidateSegmentExpressionResponse:
-        problem = parse_error(request.expression)
-        if problem is not None:
-            message, line, column = problem
-            return pb.ValidateSegmentExpressionResponse(error=message, line=line, column=column)
-        compiled = compile_segment(request.expression)
-        return pb.ValidateSegmentExpressionResponse(valid=True, pushed_down=compiled.pushed_down)
+        checked = segment_service.validate_expression(request.expression)
+        if isinstance(checked, Problem):
+            return pb.ValidateSegmentExpressionResponse(
+                error=checked.message, line=checked.line, column=checked.column
+            )
+        return pb.ValidateSegmentExpressionResponse(valid=True, pushed_down=checked.pushed_down)
 
     def PreviewSegment(
         self, request: pb.PreviewSegmentRequest, context: grpc.ServicerContext
