@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from server.core.errors import Unauthenticated
-from server.rpc.interceptors import HandlerCache
+from server.rpc import handlers
 from server.security import tenancy
 from server.security.bearer_tokens import Grant, TokenRegistry
 
@@ -26,7 +26,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, registry: TokenRegistry, dev_mode: bool) -> None:
         self.registry = registry
         self.dev_mode = dev_mode
-        self._wrapped = HandlerCache()
+        self._wrapped = handlers.HandlerCache()
 
     def grant(self, context: grpc.ServicerContext) -> Grant:
         for key, value in context.invocation_metadata() or ():
@@ -48,17 +48,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return self._wrapped.get(handler_call_details.method, handler, self._wrap)
 
     def _wrap(self, method: str, handler: Any) -> grpc.RpcMethodHandler:
-        codec = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **codec)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream), **codec)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary), **codec)
-        return grpc.stream_stream_rpc_method_handler(self._stream(handler.stream_stream), **codec)
+        return handlers.wrap(handler, unary=self._unary, stream=self._stream)
 
     def _unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:

@@ -7,6 +7,7 @@ connection goes back to the pool when the call ends (and, in streams, before eac
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -18,6 +19,7 @@ from google.protobuf.message import DecodeError
 
 from server import logs
 from server.core.validation import invalid
+from server.rpc import handlers
 from server.rpc.errors import to_status
 from server.store.db import release_connection
 
@@ -133,7 +135,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
     """Applies request ids, access logs, the error map and connection hygiene to every RPC."""
 
     def __init__(self) -> None:
-        self._wrapped = HandlerCache()
+        self._wrapped = handlers.HandlerCache()
 
     def intercept_service(
         self, continuation: Callable[..., Any], handler_call_details: grpc.HandlerCallDetails
@@ -146,46 +148,9 @@ class ServiceInterceptor(grpc.ServerInterceptor):
 
 
 def _wrap_handler(method: str, handler: Any) -> grpc.RpcMethodHandler:
-    codec = {
-        "request_deserializer": _lenient(handler.request_deserializer),
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(method, handler.unary_unary), **codec
-        )
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(method, handler.unary_stream), **codec
-        )
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary(method, handler.stream_unary), **codec
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream(method, handler.stream_stream), **codec
+    return handlers.wrap(
+        handler,
+        unary=functools.partial(_wrap_unary, method),
+        stream=functools.partial(_wrap_stream, method),
+        request_deserializer=_lenient(handler.request_deserializer),
     )
-
-
-class HandlerCache:
-    """An interceptor's wrapped handler per method, made once instead of on every call.
-
-    grpc runs the interceptors for each call on its one polling thread, which every call
-    waits for; wrapping anew there built closures and a handler tuple per call. The wrapped
-    handler is remade when the inner one is a different object, so nothing goes stale."""
-
-    def __init__(self) -> None:
-        self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    def get(
-        self,
-        method: str,
-        handler: grpc.RpcMethodHandler,
-        wrap: Callable[[str, Any], grpc.RpcMethodHandler],
-    ) -> grpc.RpcMethodHandler:
-        cached = self._by_method.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = wrap(method, handler)
-        self._by_method[method] = (handler, wrapped)
-        return wrapped
