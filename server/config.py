@@ -29,6 +29,12 @@ MAX_EXPRESSION_NESTING = 32  # brackets, parentheses and braces open at once
 MAX_COMPREHENSIONS = 4  # all/exists/exists_one/map/filter macros, and none inside another
 PREVIEW_EVAL_SECONDS = 30.0  # CEL evaluation time one PreviewSegment may take
 PREVIEW_EVAL_MEMORY_BYTES = 1024 * 1024 * 1024  # address space of the evaluating process
+# A campaign's calculation in a worker evaluates in the same sandbox: each batch of users
+# within CALCULATE_EVAL_SECONDS, all of them within CALCULATE_EVAL_BUDGET_SECONDS, or the
+# campaign fails with its reason (and the worker moves on to other organizations' jobs).
+CALCULATE_EVAL_SECONDS = float(os.environ.get("CALCULATE_EVAL_SECONDS") or 5.0)
+CALCULATE_EVAL_BUDGET_SECONDS = float(os.environ.get("CALCULATE_EVAL_BUDGET_SECONDS") or 600.0)
+MAX_PATTERN_REPEAT = 32  # the {m,n} counts of one matches() pattern, added up
 MAX_TEMPLATE_LENGTH = 512 * 1024  # characters of template source
 MAX_RENDERED_LENGTH = 2 * 1024 * 1024  # characters one render may produce
 MAX_RENDER_SECONDS = 2.0  # one render, checked at every loop step, call and output chunk

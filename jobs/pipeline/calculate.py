@@ -15,6 +15,7 @@ from jobs.context import delivery_settings, ensure_database, queue
 from jobs.enqueue import enqueue_send
 from jobs.pipeline import freeze
 from server.audience.segments import engine
+from server.audience.segments.sandbox import ExpressionTooCostly
 from server.campaigns import transitions
 from server.core.errors import InvalidArgument
 from server.core.status import Action, Status, next_status
@@ -55,7 +56,12 @@ def calculate(campaign_id: int) -> str:
         return _fail(campaign_id, f"segment {segment.id} cannot be evaluated: {exc.message}")
     # An exact segment never leaves the database; any other is decided by CEL in Python.
     frozen = freeze.freeze_in_sql if compiled.exact else freeze.freeze_in_python
-    matched = frozen(campaign, compiled, segment.edition_id)
+    try:
+        matched = frozen(campaign, compiled, segment.edition_id)
+    except ExpressionTooCostly as exc:
+        # Nothing was sent: the recipients frozen so far are dropped with the campaign.
+        ledger.discard(campaign_id)
+        return _fail(campaign_id, f"segment {segment.id} is too costly to evaluate: {exc.message}")
     if matched is None:
         return "cancelled"
     ledger.skip_suppressed(campaign_id, campaign.organization_id, campaign.channel)

@@ -219,3 +219,16 @@ def cancelled_with_rows_left(now: dt.datetime, limit: int = 100) -> list[int]:
         .limit(limit)
     )
     return [int(c.id) for c in query]
+
+
+def discard(campaign_id: int) -> int:
+    """Drop a ledger that never started sending (its calculation failed): pending and skipped
+    rows only, so nothing that went out is ever forgotten."""
+    return int(
+        D.delete()
+        .where(
+            (D.campaign == campaign_id)
+            & D.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SKIPPED])
+        )
+        .execute()
+    )

@@ -8,8 +8,9 @@ server. `segment_engine` refuses the worst shapes outright, but the cost also de
 users' data, so PreviewSegment, the one place the server evaluates an expression a caller
 just wrote, sends its candidates to a child process and waits at most the time left. A child
 past the deadline is killed (and replaced on the next preview), and the call is answered
-RESOURCE_EXHAUSTED. Workers evaluate in-process: their RQ work horse is already a child
-process under a job timeout.
+RESOURCE_EXHAUSTED. A worker's calculation evaluates in the same kind of child
+(`BatchEvaluator`): a batch past its time, or a campaign past its budget, fails that campaign
+with the reason instead of holding the worker (and every organization queued behind it).
 """
 
 from __future__ import annotations
@@ -90,26 +91,34 @@ class _Pool:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_WORKERS)
 
-    def evaluate(self, expression: str, contexts: list[Any], deadline: float) -> list[int]:
-        if not self._slots.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+    def evaluate(
+        self, expression: str, contexts: list[Any], deadline: float | None, limit: float
+    ) -> list[int]:
+        """Indices of the matching contexts, by `deadline`, or (None) within `limit` seconds
+        of evaluation once a child is ready (starting one is not the expression's cost)."""
+        wait = limit if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not self._slots.acquire(timeout=wait):
             raise ExpressionTooCostly("too many segment previews at once; try again shortly")
         try:
-            return self._evaluate(expression, contexts, deadline)
+            return self._evaluate(expression, contexts, deadline, limit)
         finally:
             self._slots.release()
 
-    def _evaluate(self, expression: str, contexts: list[Any], deadline: float) -> list[int]:
+    def _evaluate(
+        self, expression: str, contexts: list[Any], deadline: float | None, limit: float
+    ) -> list[int]:
         with self._lock:
             worker = self._idle.pop() if self._idle else None
         if worker is None or not worker.process.is_alive():
             worker = _Worker()
+        left = limit if deadline is None else deadline - time.monotonic()
         try:
-            result = worker.evaluate(expression, contexts, deadline - time.monotonic())
+            result = worker.evaluate(expression, contexts, left)
         except TimeoutError:
             worker.kill()
             raise ExpressionTooCostly(
-                f"the expression took longer than {config.PREVIEW_EVAL_SECONDS} s to evaluate"
-                " over these users; simplify it (fewer or smaller map/filter macros)"
+                f"the expression took longer than {limit} s to evaluate over these users;"
+                " simplify it (fewer or smaller map/filter macros, simpler matches() patterns)"
             ) from None
         except (EOFError, OSError):  # killed by the memory cap, most likely
             worker.kill()
@@ -143,4 +152,35 @@ class Evaluator:
         """segment_engine.Evaluate: indices of the contexts `compiled.expression` matches."""
         if not contexts:
             return []
-        return _pool.evaluate(compiled.expression, contexts, self.deadline)
+        return _pool.evaluate(
+            compiled.expression, contexts, self.deadline, config.PREVIEW_EVAL_SECONDS
+        )
+
+
+class BatchEvaluator:
+    """Evaluates a worker's calculation batch by batch in the sandbox: each batch within
+    `per_batch` seconds, all of them within `budget` seconds of evaluation."""
+
+    def __init__(
+        self,
+        per_batch: float = config.CALCULATE_EVAL_SECONDS,
+        budget: float = config.CALCULATE_EVAL_BUDGET_SECONDS,
+    ) -> None:
+        self.per_batch = per_batch
+        self.left = budget
+        self.budget = budget
+
+    def __call__(self, compiled: Any, contexts: list[Any]) -> list[int]:
+        """segment_engine.Evaluate: indices of the contexts `compiled.expression` matches."""
+        if not contexts:
+            return []
+        if self.left <= 0:
+            raise ExpressionTooCostly(
+                f"evaluating the segment took more than {self.budget:g} s in all"
+            )
+        limit = min(self.per_batch, self.left)
+        started = time.monotonic()
+        try:
+            return _pool.evaluate(compiled.expression, contexts, None, limit)
+        finally:
+            self.left -= time.monotonic() - started
