@@ -10,28 +10,12 @@ from server.core.errors import InvalidArgument
 from server.delivery import events, recipients
 from server.delivery.events import EventInput
 from server.rpc import convert
+from server.rpc.enums import EnumNames
 from server.store.models import Delivery
 from server.store.pagination import PageRequest
 
-EVENT_TYPES: dict[int, str] = {
-    pb.DELIVERY_EVENT_TYPE_DELIVERED: "delivered",
-    pb.DELIVERY_EVENT_TYPE_BOUNCED_HARD: "bounced_hard",
-    pb.DELIVERY_EVENT_TYPE_BOUNCED_SOFT: "bounced_soft",
-    pb.DELIVERY_EVENT_TYPE_COMPLAINED: "complained",
-    pb.DELIVERY_EVENT_TYPE_OPENED: "opened",
-    pb.DELIVERY_EVENT_TYPE_CLICKED: "clicked",
-    pb.DELIVERY_EVENT_TYPE_UNSUBSCRIBED: "unsubscribed",
-}
-RECIPIENT_STATUS: dict[str, pb.RecipientStatus.ValueType] = {
-    "pending": pb.RECIPIENT_STATUS_PENDING,
-    "claimed": pb.RECIPIENT_STATUS_CLAIMED,
-    "sending": pb.RECIPIENT_STATUS_SENDING,
-    "sent": pb.RECIPIENT_STATUS_SENT,
-    "failed": pb.RECIPIENT_STATUS_FAILED,
-    "skipped": pb.RECIPIENT_STATUS_SKIPPED,
-    "ambiguous": pb.RECIPIENT_STATUS_AMBIGUOUS,
-}
-RECIPIENT_STATUS_FROM_PB: dict[int, str] = {v: k for k, v in RECIPIENT_STATUS.items()}
+EVENT_TYPES = EnumNames(pb.DeliveryEventType)
+RECIPIENT_STATUSES = EnumNames(pb.RecipientStatus)
 
 
 def _event(e: pb.DeliveryEvent) -> EventInput:
@@ -41,7 +25,7 @@ def _event(e: pb.DeliveryEvent) -> EventInput:
     except InvalidArgument as exc:  # a bad event is rejected alone, not the whole batch
         occurred_at, problem = None, "; ".join(f"{v.field} {v.description}" for v in exc.violations)
     return EventInput(
-        type=EVENT_TYPES.get(e.type, ""),
+        type=EVENT_TYPES.from_pb.get(e.type, ""),
         event_id=e.event_id,
         provider_message_id=e.provider_message_id,
         campaign_id=e.campaign_id,
@@ -57,7 +41,7 @@ def _recipient(d: Delivery) -> pb.Recipient:
     out = pb.Recipient(
         user_id=d.user_id,
         address=d.address,
-        status=RECIPIENT_STATUS.get(d.status, pb.RECIPIENT_STATUS_UNSPECIFIED),
+        status=RECIPIENT_STATUSES.to_pb.get(d.status, RECIPIENT_STATUSES.unspecified),
         skip_reason=d.skip_reason,
         attempts=d.attempts,
         last_error=d.last_error,
@@ -91,11 +75,9 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     def ListCampaignRecipients(
         self, request: pb.ListCampaignRecipientsRequest, context: grpc.ServicerContext
     ) -> pb.ListCampaignRecipientsResponse:
-        if request.status and request.status not in RECIPIENT_STATUS_FROM_PB:
-            raise convert.invalid("status", f"unknown recipient status {request.status}")
         page = recipients.list_recipients(
             request.campaign_id,
-            RECIPIENT_STATUS_FROM_PB.get(request.status),
+            RECIPIENT_STATUSES.parse(request.status, "status", "recipient status"),
             PageRequest(request.page, request.page_size),
         )
         return pb.ListCampaignRecipientsResponse(

@@ -10,9 +10,10 @@ from campaigns.v1 import email_message_service_pb2_grpc as pb_grpc
 from server.content import email_messages
 from server.content.email_messages import EmailMessageInput
 from server.rpc import convert
+from server.rpc.enums import EnumNames
 from server.store.pagination import PageRequest
 
-ENCODING_TO_PB = {"gsm7": pb.SMS_ENCODING_GSM7, "ucs2": pb.SMS_ENCODING_UCS2}
+ENCODINGS = EnumNames(pb.SmsEncoding)
 
 
 def _input(m: email_message_pb2.EmailMessage) -> EmailMessageInput:
@@ -93,7 +94,7 @@ class EmailMessageServicer(pb_grpc.EmailMessageServiceServicer):
         )
         return pb.PreviewSmsMessageResponse(
             text=text,
-            encoding=ENCODING_TO_PB[sms_cost.encoding],
+            encoding=ENCODINGS.to_pb[sms_cost.encoding],
             segments=sms_cost.segments,
             length=sms_cost.length,
         )
