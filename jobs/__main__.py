@@ -197,6 +197,16 @@ def _wait_for_redis(
     return False
 
 
+def _refuse_bad_settings() -> None:
+    """Stop before anything starts when a delivery setting cannot work: all of them at once."""
+    try:
+        problems = context.delivery_settings().problems()
+    except ValueError as exc:  # a number that does not parse
+        problems = [str(exc)]
+    if problems:
+        sys.exit("invalid worker settings:\n  - " + "\n  - ".join(problems))
+
+
 def sweep_main() -> None:
     """`python -m jobs sweep`: the sweep alone, until SIGTERM / SIGINT, or until the worker
     that started it is gone (CAMPAIGNS_SWEEP_PARENT)."""
@@ -224,6 +234,7 @@ def main() -> None:
     if sys.argv[1:]:
         sys.exit("usage: python -m jobs [sweep]")
     logs.setup()
+    _refuse_bad_settings()
     settings = context.settings()
     config = WorkerSettings.from_env()
     connection = context.redis_connection()

@@ -53,7 +53,10 @@ DEFAULT_HEALTH_INTERVAL = 2.0
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
-    return int(raw) if raw else default
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
 
 
 def _env_bool(name: str) -> bool:
@@ -62,7 +65,10 @@ def _env_bool(name: str) -> bool:
 
 def _env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
-    return float(raw) if raw else default
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,52 @@ class DeliverySettings:
     # Keep below stale_seconds: a paused job refreshes the heartbeat only when it wakes.
     circuit_open_seconds: float = 30.0
     circuit_probe_seconds: float = 60.0  # a probe's lease: another may probe if it lapses
+
+    def problems(self) -> list[str]:
+        """Every setting that cannot work, each said once (a worker refuses to start on any)."""
+        found = []
+        if self.email_provider not in ("smtp", "outbox"):
+            found.append(f"EMAIL_PROVIDER must be smtp or outbox, not {self.email_provider!r}")
+        if self.sms_provider not in ("twilio", "outbox"):
+            found.append(f"SMS_PROVIDER must be twilio or outbox, not {self.sms_provider!r}")
+        if self.email_provider == "smtp":
+            found += self._smtp_problems()
+        if self.sms_provider == "twilio":
+            missing = [
+                name
+                for name, value in (
+                    ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+                    ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                    ("TWILIO_FROM", self.twilio_from),
+                )
+                if not value
+            ]
+            if missing:
+                found.append(f"SMS_PROVIDER=twilio needs {', '.join(missing)}")
+            if not self.twilio_base_url.startswith(("https://", "http://")):
+                found.append("TWILIO_BASE_URL must be an http(s) URL")
+        for name, value in (
+            ("SMTP_MAX_CONNECTIONS", self.smtp_max_connections),
+            ("SMS_MAX_IN_FLIGHT", self.sms_max_in_flight),
+            ("SEND_GROUP_SIZE", self.group_size),
+            ("LEASE_SECONDS", self.lease_seconds),
+            ("MAX_SEND_ATTEMPTS", self.max_attempts),
+        ):
+            if value < 1:
+                found.append(f"{name} must be at least 1, not {value}")
+        return found
+
+    def _smtp_problems(self) -> list[str]:
+        found = []
+        if not self.smtp_host:
+            found.append("EMAIL_PROVIDER=smtp needs SMTP_HOST")
+        if not 0 < self.smtp_port < 65536:
+            found.append(f"SMTP_PORT must be a TCP port, not {self.smtp_port}")
+        if self.smtp_security not in ("none", "starttls", "tls"):
+            found.append(f"SMTP_SECURITY must be none, starttls or tls, not {self.smtp_security!r}")
+        if self.smtp_username and not self.smtp_password:
+            found.append("SMTP_USERNAME is set but SMTP_PASSWORD is not")
+        return found
 
     @classmethod
     def from_env(cls) -> DeliverySettings:
