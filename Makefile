@@ -16,13 +16,14 @@ NODE_CHECK := command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 
   echo "Install Node.js 20 or newer with npm (e.g. 'apt-get install nodejs npm', or from" >&2; \
   echo "nodejs.org), then run make again." >&2; exit 1; }
 
-.PHONY: help install run worker server test test-sqlite test-postgres test-typescript lint format \
-  generate generate-typescript check-generated check-generated-typescript release-contract bench \
+.PHONY: help install run worker server test test-quick test-sqlite test-postgres test-typescript lint \
+  format generate generate-typescript check-generated check-generated-typescript release-contract bench \
   clean
 
 help:
 	@echo "make run      install and start gRPC server + RQ worker (with scheduler) + Redis"
 	@echo "make test     install and run the whole test suite (SQLite and PostgreSQL)"
+	@echo "make test-quick  the tests not marked slow or fault, on SQLite (about a minute)"
 	@echo "make lint     ruff (check, format), mypy, import contracts, buf, generated-code drift"
 	@echo "make generate regenerate Python and TypeScript code from proto/"
 	@echo "make release-contract  record proto/ as the released contract ($(RELEASED))"
@@ -50,6 +51,11 @@ worker: $(STAMP)
 test: $(STAMP)
 	@status=0; $(PY) -m scripts.run_tests $(PYTEST_ARGS) || status=1; \
 	  $(MAKE) --no-print-directory test-typescript || status=1; exit $$status
+
+# The quick loop while working: no worker, fault-injection or other long tests (their markers,
+# `slow` and `fault`, are set in the test modules; tests/conftest.py says which), SQLite only.
+test-quick: $(STAMP)
+	TEST_DATABASE=sqlite $(PY) -m pytest -q -n 2 -m "not slow and not fault" $(PYTEST_ARGS)
 
 $(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
 	@$(NODE_CHECK)
