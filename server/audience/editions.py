@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Collection
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from server.config import MAX_NAME_LENGTH
+from server.core import masks
 from server.core.errors import NotFound
 from server.core.validation import Violations, invalid
 from server.security import tenancy
@@ -123,9 +124,7 @@ def list_editions(organization_id: int, page: PageRequest) -> Page[Edition]:
 
 
 def update_edition(edition_id: int, data: EditionInput, mask: Collection[str]) -> Edition:
-    v = Violations()
-    v.update_mask(mask, EDITABLE_FIELDS)
-    v.raise_if_any()
+    masks.require_editable(mask, EDITABLE_FIELDS)
     with write_transaction():
         edition = get_edition(edition_id)
         current = EditionInput(
@@ -137,7 +136,8 @@ def update_edition(edition_id: int, data: EditionInput, mask: Collection[str]) -
             start_date=edition.start_date.isoformat() if edition.start_date else "",
             end_date=edition.end_date.isoformat() if edition.end_date else "",
         )
-        values = _check(v, replace(current, **{p: getattr(data, p) for p in mask}))
+        v = Violations()
+        values = _check(v, masks.merge(current, data, mask))
         v.raise_if_any()
         changes = {p: values[p] for p in mask}
         Edition.update(modified=utcnow(), **changes).where(Edition.id == edition_id).execute()

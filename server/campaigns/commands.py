@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
 import peewee as pw
@@ -18,6 +18,7 @@ from server.campaigns.idempotency import run_once
 from server.campaigns.ports import Dispatcher
 from server.config import MAX_NAME_LENGTH, MAX_SMS_BODY_LENGTH
 from server.content.templates import compile_template
+from server.core import masks
 from server.core.channels import Channel
 from server.core.errors import Aborted, FailedPrecondition, InvalidArgument
 from server.core.status import Action, Status
@@ -154,9 +155,7 @@ def update_campaign(
     etag: str,
     dispatcher: Dispatcher,
 ) -> Campaign:
-    v = Violations()
-    v.update_mask(mask, EDITABLE_FIELDS)
-    v.raise_if_any()
+    masks.require_editable(mask, EDITABLE_FIELDS)
     with write_transaction():
         current = transitions.get(campaign_id)
         if etag and etag != etag_of(current):
@@ -172,6 +171,7 @@ def update_campaign(
             fields.add("scheduled_at", "a scheduled campaign needs a time; cancel it instead")
         if not fields.items:
             _check_references(fields, merged, mask)
+        v = Violations()
         for item in fields.items:  # paths in the request: the values live under `campaign`
             v.add(f"campaign.{item.field}", item.description)
         v.raise_if_any()
@@ -201,7 +201,7 @@ def _merge(current: Campaign, data: CampaignInput, mask: Collection[str]) -> Cam
         sms_body=current.sms_body,
         scheduled_at=current.scheduled_at,
     )
-    return replace(base, **{name: getattr(data, name) for name in mask})
+    return masks.merge(base, data, mask)
 
 
 def etag(campaign_id: int, version: int) -> str:

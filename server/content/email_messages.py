@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from email.headerregistry import Address
 
 from server.audience.editions import edition_of
 from server.audience.imports import normalise_email
 from server.audience.users import get_user
 from server.content import templates
+from server.core import masks
 from server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.core.sms import SmsCost, cost
 from server.core.status import ACTIVE, Status
@@ -138,13 +139,12 @@ def list_email_messages(
 def update_email_message(
     message_id: int, data: EmailMessageInput, mask: Collection[str]
 ) -> EmailMessage:
-    v = Violations()
-    v.update_mask(mask, EDITABLE_FIELDS)
-    v.raise_if_any()
+    masks.require_editable(mask, EDITABLE_FIELDS)
     with write_transaction():
         message = get_email_message(message_id, lock=True)
         current = EmailMessageInput(**{f.name: getattr(message, f.name) for f in fields(data)})
-        values = _check(v, replace(current, **{p: getattr(data, p) for p in mask}))
+        v = Violations()
+        values = _check(v, masks.merge(current, data, mask))
         v.raise_if_any()
         if "type" in mask and values["type"] != "campaign" and _in_use(message.id):
             raise FailedPrecondition(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from server.audience.editions import edition_of
 from server.audience.segments import engine, sandbox
 from server.config import MAX_NAME_LENGTH
+from server.core import masks
 from server.core.errors import FailedPrecondition, NotFound
 from server.core.status import ACTIVE, Status
 from server.core.validation import Violations, invalid
@@ -97,15 +98,14 @@ def list_segments(organization_id: int, edition_id: int, page: PageRequest) -> P
 
 
 def update_segment(segment_id: int, data: SegmentInput, mask: Collection[str]) -> Segment:
-    v = Violations()
-    v.update_mask(mask, EDITABLE_FIELDS)
-    v.raise_if_any()
+    masks.require_editable(mask, EDITABLE_FIELDS)
     with write_transaction():
         segment = get_segment(segment_id)
         current = SegmentInput(
             segment.organization_id, segment.edition_id or 0, segment.name, segment.expression
         )
-        merged = replace(current, **{p: getattr(data, p) for p in mask})
+        merged = masks.merge(current, data, mask)
+        v = Violations()
         _check(v, merged)
         v.raise_if_any()
         if merged.edition_id:
