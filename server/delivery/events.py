@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import peewee as pw
 
@@ -59,6 +60,28 @@ class EventInput:
     url: str = ""
     detail: str = ""
     problem: str = ""  # set by the caller when the event could not even be read
+
+
+class Kind(StrEnum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"  # an event recorded before (the same dedupe key)
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one event; `reason` says why it was refused."""
+
+    kind: Kind
+    reason: str = ""
+
+
+RECORDED = Outcome(Kind.RECORDED)
+DUPLICATE = Outcome(Kind.DUPLICATE)
+
+
+def _refused(reason: str) -> Outcome:
+    return Outcome(Kind.REFUSED, reason)
 
 
 @dataclass
@@ -139,16 +162,16 @@ def _problem(event: EventInput) -> str:
     return ""
 
 
-def record_one(event: EventInput) -> bool | str:
-    """True when recorded, False for a duplicate, or the reason it is refused."""
+def record_one(event: EventInput) -> Outcome:
+    """Record one event and its effects: recorded, a duplicate, or refused and why."""
     problem = _problem(event)
     if problem:
-        return problem
+        return _refused(problem)
     delivery = _delivery(event)
     if delivery is None:
-        return "no delivery matches this provider_message_id / campaign_id and user_id"
+        return _refused("no delivery matches this provider_message_id / campaign_id and user_id")
     if delivery.status == DeliveryStatus.SKIPPED:
-        return f"this recipient was skipped ({delivery.skip_reason}): no message was sent"
+        return _refused(f"this recipient was skipped ({delivery.skip_reason}): no message was sent")
     when = event.occurred_at or utcnow()
     try:
         with write_transaction():
@@ -163,8 +186,8 @@ def record_one(event: EventInput) -> bool | str:
             )
             _effects(event, delivery, when)
     except pw.IntegrityError:
-        return False
-    return True
+        return DUPLICATE
+    return RECORDED
 
 
 def record_events(events: Sequence[EventInput]) -> EventResult:
@@ -173,10 +196,10 @@ def record_events(events: Sequence[EventInput]) -> EventResult:
     result = EventResult()
     for index, event in enumerate(events):
         outcome = record_one(event)
-        if outcome is True:
+        if outcome.kind is Kind.RECORDED:
             result.recorded += 1
-        elif outcome is False:
+        elif outcome.kind is Kind.DUPLICATE:
             result.duplicates += 1
         else:
-            result.rejections.append((index, str(outcome)))
+            result.rejections.append((index, outcome.reason))
     return result

@@ -64,9 +64,10 @@ def status_event(params: Mapping[str, str]) -> EventInput | None:
     )
 
 
-def record_status(params: Mapping[str, str]) -> bool | str:
+def record_status(params: Mapping[str, str]) -> events.Outcome | None:
+    """Record what a status callback reports; None when it reports no delivery event."""
     event = status_event(params)
-    return True if event is None else events.record_one(event)
+    return None if event is None else events.record_one(event)
 
 
 def is_stop(body: str) -> bool:
