@@ -4,8 +4,6 @@ refused rows reported with their index and field, and an earlier unsubscribe nev
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
 import logging
 import math
@@ -14,9 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import email_validator
-import phonenumbers
-
+from server.audience.addresses import normalise_email, normalise_phone, region_for
 from server.audience.editions import edition_of
 from server.config import MAX_ATTRIBUTES_BYTES
 from server.core.validation import NUL_MESSAGE, Violations, has_nul, invalid
@@ -68,48 +64,6 @@ class ImportResult:
         self.rejected += 1
         if len(self.rejections) < MAX_REJECTIONS:
             self.rejections.append(rejection)
-
-
-def _cache_email_domain_checks() -> None:
-    """email-validator checks each address's domain (IDNA, special-use names) afresh: half its
-    time per address (py-spy, bench/import_users.py), though a million-row import holds a few
-    thousand domains at most. The check is a pure function of its arguments, so it is memoised
-    where validate_email looks it up; a refused domain raises, which lru_cache never stores."""
-    try:
-        module: Any = importlib.import_module("email_validator.validate_email")
-    except ImportError:  # another layout of the library: no cache, the same answers
-        return
-    check = getattr(module, "validate_email_domain_name", None)
-    if check is not None and not hasattr(check, "cache_info"):  # once per process
-        module.validate_email_domain_name = functools.lru_cache(maxsize=4096)(check)
-
-
-_cache_email_domain_checks()
-
-
-def normalise_email(value: str) -> str:
-    try:
-        return str(email_validator.validate_email(value, check_deliverability=False).normalized)
-    except email_validator.EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def normalise_phone(value: str, region: str | None) -> str:
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"not a phone number: {exc}") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number" + ("" if region else " (no country code)"))
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-
-
-def region_for(edition: Edition | None) -> str | None:
-    code = edition.default_country_code if edition else ""
-    if not code:
-        return None
-    region = phonenumbers.region_code_for_country_code(int(code.lstrip("+")))
-    return None if region == "ZZ" else str(region)
 
 
 def _unstorable(value: Any) -> str | None:

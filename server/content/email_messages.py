@@ -6,8 +6,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, fields
 from email.headerregistry import Address
 
+from server.audience.addresses import normalise_email
 from server.audience.editions import edition_of
-from server.audience.imports import normalise_email
 from server.audience.users import get_user
 from server.content import templates
 from server.core import masks
