@@ -18,14 +18,13 @@ import operator
 import re
 import threading
 import time
-import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from functools import partial
 from typing import Any
 
 import jinja2
 from jinja2 import nodes
-from jinja2.runtime import Context, markup_join, str_join
+from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -201,6 +200,12 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         )
         self.filters = {name: _guard(name, original) for name, original in self.filters.items()}
 
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one flat dict, not Jinja's ChainMap over the environment's:
+        every render copies them into its context, and walking a ChainMap is a large part of
+        a short render. Nothing changes these globals once the environment is built."""
+        return {**self.globals, **(d or {})}
+
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _step()
         return super().call(__context, __obj, *args, **kwargs)
@@ -253,20 +258,6 @@ def bounded_ast(env: jinja2.Environment, source: str) -> nodes.Template:
     return bounded
 
 
-_flat_globals: weakref.WeakKeyDictionary[jinja2.Template, dict[str, Any]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _context(template: jinja2.Template, context: dict[str, Any]) -> Context:
-    """What `template.new_context(context)` makes, with the globals flattened once per
-    template: Jinja walks a ChainMap of them on every render, a large part of a short one."""
-    flat = _flat_globals.get(template)
-    if flat is None:
-        flat = _flat_globals[template] = dict(template.globals)
-    return template.new_context({**flat, **context}, shared=True)
-
-
 def bounded_render(template: jinja2.Template, context: dict[str, Any]) -> str:
     """Template.render, chunk by chunk, stopping at the size limit (time: see _step)."""
     limit = config.MAX_RENDERED_LENGTH
@@ -275,13 +266,12 @@ def bounded_render(template: jinja2.Template, context: dict[str, Any]) -> str:
     try:
         chunks: list[str] = []
         size = 0
-        for chunk in template.root_render_func(_context(template, context)):
+        # generate() raises a template's errors as render() does (with template line numbers).
+        for chunk in template.generate(context):
             size += len(chunk)
             if size > limit:
                 _check_size(size, "the rendered text")
             chunks.append(chunk)
         return "".join(chunks)
-    except Exception:
-        template.environment.handle_exception()  # as Template.render: template line numbers
     finally:
         _budget.deadline = None
