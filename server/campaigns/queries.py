@@ -1,8 +1,9 @@
 """Campaign reads for the API: GetCampaign and ListCampaigns, answered as plain rows.
 
-The reads return dicts, not models: building a Campaign and its Edition per row cost ~45 µs,
-most of a 100-row ListCampaigns page's CPU (bench/rpc.py); a dict of the columns the answer
-needs costs a third of that. The changes in `server.campaigns.commands` still work on models.
+The reads return dicts, not models: building a Campaign and its Edition per row was most of a
+100-row ListCampaigns page's CPU (BENCHMARKS.md, "Where the time went" 10), and a dict of the
+columns the answer needs costs far less. The changes in `server.campaigns.commands` still work
+on models.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class TokenSigner:
         self._signer = Signer(secret, salt="campaigns.v1.links")
         # Signing is on every message's path (three tokens each): the key is derived once and
         # the keyed HMAC copied per token, byte for byte what Signer.sign computes (a test
-        # holds them equal) at a fifth of its cost. Verifying stays with itsdangerous.
+        # holds them equal) at a fraction of its cost. Verifying stays with itsdangerous.
         self._mac = hmac.new(self._signer.derive_key(), digestmod=self._signer.digest_method)
 
     def _payload(self, token: LinkToken) -> bytes:

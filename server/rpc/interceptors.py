@@ -25,9 +25,10 @@ from server.store.db import release_connection
 
 log = logging.getLogger("server.access")
 
-# Successful reads faster than this are logged at DEBUG only: at thousands of calls a second
-# one JSON line each cost a tenth of the server's CPU (py-spy, bench/rpc.py). Every change,
-# failure and slow call is logged, with the request id the caller got back in its metadata.
+# Successful reads faster than this are logged at DEBUG only: at thousands of calls a second,
+# one JSON line per call was a sizeable share of the server's CPU (BENCHMARKS.md, "Where the
+# time went" 8). Every change, failure and slow call is logged, with the request id the caller
+# got back in its metadata.
 SLOW_CALL_MS = 250.0
 _READS = ("Get", "List", "Preview", "Validate", "Watch")
 

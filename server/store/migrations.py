@@ -97,8 +97,8 @@ def _trigram_index(db: pw.Database) -> None:
 
 def _v7_scheduled_at_descending(db: pw.Database) -> None:
     # `-scheduled_at` sorts NULLs (unscheduled campaigns) last. PostgreSQL reads an ascending
-    # index backwards as NULLS FIRST, so without this index it sorted the whole table (50 ms
-    # a page at 100,000 campaigns). SQLite already reads its index backwards NULLs last.
+    # index backwards as NULLS FIRST, so without this index it sorted the whole table for
+    # every page. SQLite already reads its index backwards NULLs last.
     if is_postgres():
         db.execute_sql(
             "CREATE INDEX IF NOT EXISTS campaign_scheduled_at_desc_id"

@@ -3,9 +3,9 @@ external_id) and the edition memberships, inside the caller's transaction.
 
 On PostgreSQL the chunk is one INSERT ... ON CONFLICT DO UPDATE ... RETURNING whose VALUES list
 psycopg2's execute_values renders in C. peewee's insert_many rendered the same SQL value by
-value in Python: about a third of an import's time (py-spy, bench/import_users.py), and two
-more look-ups (which keys existed, then their ids) cost as much again as the upsert's own round
-trip. RETURNING gives the ids, and `xmax = 0` tells a row this statement inserted from one it
+value in Python, a large part of an import's time, and two more look-ups (which keys existed,
+then their ids) were round trips of their own (BENCHMARKS.md, ImportUsers). RETURNING gives
+the ids, and `xmax = 0` tells a row this statement inserted from one it
 updated (an updated row's new version carries this transaction's id as its lock). SQLite keeps
 the peewee statements: it is the small-installation backend.
 """
@@ -78,7 +78,7 @@ def _upsert_postgres(
 ) -> tuple[dict[str, int], int]:
     values = list(map(_ROW_VALUES, rows))
     # The chunk's constant columns are rendered once into the row template rather than once
-    # per row: psycopg2 adapts a datetime slowly, a third of rendering the VALUES list.
+    # per row: psycopg2 adapts a datetime slowly, and these would be adapted for every row.
     # erased_at is NULL: re-importing an erased user's external_id makes them current again.
     constants = sql_literals(organization_id, now)
     per_row = ", ".join(["%s"] * len(_PER_ROW))

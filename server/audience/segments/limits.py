@@ -2,8 +2,8 @@
 deep, too many comprehension macros, one macro inside another, `matches()` inside a macro,
 and `matches()` patterns with large counted repetitions. CEL has no loops, but its macros walk
 lists and map/filter rebuild their result at every step, and `matches()` compiles its pattern
-on every call (a pattern such as `\\w{1,100}\\w{1,100}x` takes a tenth of a second to
-compile), so these shapes are what can make one evaluation take seconds or minutes. The
+on every call (a pattern such as `\\w{1,100}\\w{1,100}x` is slow to compile: its counted
+repetitions expand), so these shapes are what can make one evaluation take seconds or minutes. The
 sandbox (`server.audience.segments.sandbox`) bounds what is left by time, in PreviewSegment and
 in the workers' calculations alike."""
 
