@@ -188,7 +188,7 @@ def statuses(server: Server) -> set[int]:
     for service in SERVICES:
         try:
             out.add(
-                server.rpc.health.Check(
+                server.health.Check(
                     health_pb2.HealthCheckRequest(service=service), timeout=2
                 ).status
             )
@@ -223,17 +223,15 @@ def reads(server: Server, campaign: campaign_pb2.Campaign) -> dict[str, str]:
     org, edition = campaign.organization_id, campaign.edition_id
     return {
         "GetCampaign": outcome(
-            lambda: server.campaigns.commands.GetCampaign(
-                cpb.GetCampaignRequest(id=campaign.id), timeout=5
-            )
+            lambda: server.campaigns.GetCampaign(cpb.GetCampaignRequest(id=campaign.id), timeout=5)
         ),
         "GetCampaignStats": outcome(
-            lambda: server.campaigns.commands.GetCampaignStats(
+            lambda: server.campaigns.GetCampaignStats(
                 cpb.GetCampaignStatsRequest(id=campaign.id), timeout=5
             )
         ),
         "ListCampaigns": outcome(
-            lambda: server.campaigns.commands.ListCampaigns(
+            lambda: server.campaigns.ListCampaigns(
                 cpb.ListCampaignsRequest(organization_id=org), timeout=5
             )
         ),
@@ -357,7 +355,7 @@ class Watcher:
     def __init__(self, server: Server, campaign_id: int) -> None:
         self.seen: list[int] = []
         self.ended = "running"
-        self._call = server.campaigns.commands.WatchCampaignStats(
+        self._call = server.campaigns.WatchCampaignStats(
             cpb.WatchCampaignStatsRequest(id=campaign_id), timeout=55
         )
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -399,7 +397,7 @@ def test_a_cut_then_refused_connection_recovers_without_restart(
         ) as worker,
     ):
         campaign, addresses = email_campaign(*server.stubs(), org_id)
-        send_now(server.campaigns.commands, campaign.id)
+        send_now(server.campaigns, campaign.id)
         watcher = Watcher(server, campaign.id)
         assert wait_until(lambda: sent_rows(campaign.id) >= 10, 20, 0.05), worker.output()
 
@@ -414,7 +412,7 @@ def test_a_cut_then_refused_connection_recovers_without_restart(
         during = reads(server, campaign)
         outage_id = f"outage-{uuid.uuid4().hex[:8]}"
         during["CreateCampaign"] = outcome(
-            lambda: server.campaigns.commands.CreateCampaign(
+            lambda: server.campaigns.CreateCampaign(
                 create_request(campaign, outage_id, outage_id), timeout=5
             )
         )
@@ -438,15 +436,13 @@ def test_a_cut_then_refused_connection_recovers_without_restart(
 
         # The create that failed wrote nothing: its retry makes the one campaign.
         assert Campaign.select().where(Campaign.name == outage_id).count() == 0
-        server.campaigns.commands.CreateCampaign(
-            create_request(campaign, outage_id, outage_id), timeout=5
-        )
+        server.campaigns.CreateCampaign(create_request(campaign, outage_id, outage_id), timeout=5)
         assert Campaign.select().where(Campaign.name == outage_id).count() == 1
 
-        done = wait_final(server.campaigns.commands, campaign.id, worker, timeout=40)
+        done = wait_final(server.campaigns, campaign.id, worker, timeout=40)
         finished = time.monotonic() - back_at
         assert done.status == SENT, (done, worker.output())
-        counts = assert_delivered_once(server.campaigns.commands, campaign.id, smtp, addresses)
+        counts = assert_delivered_once(server.campaigns, campaign.id, smtp, addresses)
         watcher.wait(10)
         assert (watcher.ended, watcher.seen[-1:]) == ("OK", [SENT]), watcher.seen
         assert worker.proc.poll() is None, worker.output()
@@ -488,7 +484,7 @@ def test_a_write_cut_mid_transaction_lands_whole_or_not_at_all(
         call = threading.Thread(
             target=lambda: first.update(
                 result=outcome(
-                    lambda: server.campaigns.commands.CreateCampaign(
+                    lambda: server.campaigns.CreateCampaign(
                         create_request(campaign, name, name), timeout=20
                     )
                 )
@@ -505,10 +501,10 @@ def test_a_write_cut_mid_transaction_lands_whole_or_not_at_all(
         assert Campaign.select().where(Campaign.name == name).count() == 0
 
         # The retry, with the same request_id, makes exactly one.
-        retried = server.campaigns.commands.CreateCampaign(
+        retried = server.campaigns.CreateCampaign(
             create_request(campaign, name, name), timeout=10
         ).campaign
-        again = server.campaigns.commands.CreateCampaign(
+        again = server.campaigns.CreateCampaign(
             create_request(campaign, name, name), timeout=10
         ).campaign
         assert retried.name == name and again.id == retried.id
@@ -557,7 +553,7 @@ def test_postgres_restarted_mid_send_recovers_without_restart(
         ) as worker,
     ):
         campaign, addresses = email_campaign(*server.stubs(), org_id)
-        send_now(server.campaigns.commands, campaign.id)
+        send_now(server.campaigns, campaign.id)
         assert wait_until(lambda: sent_rows(campaign.id) >= 10, 20, 0.05), worker.output()
 
         # A crash and restart while batches are in flight (pg_ctl waits until it is up).
@@ -586,11 +582,11 @@ def test_postgres_restarted_mid_send_recovers_without_restart(
             lambda: statuses(server) == {SERVING}, HEALTH_BOUND, since=back_at
         )
 
-        done = wait_final(server.campaigns.commands, campaign.id, worker, timeout=40)
+        done = wait_final(server.campaigns, campaign.id, worker, timeout=40)
         finished = time.monotonic() - back_at
         assert done.status == SENT, (done, worker.output(), cluster.log_tail())
         cluster_db.close()  # the test's own connection died in the restart
-        counts = assert_delivered_once(server.campaigns.commands, campaign.id, smtp, addresses)
+        counts = assert_delivered_once(server.campaigns, campaign.id, smtp, addresses)
         assert worker.proc.poll() is None, worker.output()
         assert server.proc.poll() is None, server.output()
     print(
