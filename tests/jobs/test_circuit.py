@@ -22,8 +22,8 @@ FAULT = transient("smtp 421: closing", fault=True)
 
 
 @pytest.fixture
-def workers(redis: Redis) -> Iterator[list[Circuit]]:
-    """Three workers' handles on one fresh breaker."""
+def circuits(redis: Redis) -> Iterator[list[Circuit]]:
+    """Three workers' handles on one fresh breaker (the tests' a, b and c)."""
     name = f"smtp:test-{uuid.uuid4().hex[:8]}"
     yield [Circuit(redis, name, SETTINGS, f"worker-{i}") for i in range(3)]
 
@@ -34,8 +34,8 @@ def _open(circuit: Circuit) -> None:
     assert circuit.tripped.is_set()
 
 
-def test_consecutive_faults_open_it_and_answers_about_recipients_do_not(workers):
-    a, b, _ = workers
+def test_consecutive_faults_open_it_and_answers_about_recipients_do_not(circuits):
+    a, b, _ = circuits
     for _ in range(5):  # 550s, 451s to RCPT and 400s are about recipients: never faults
         a.observe(permanent("smtp 550: no such user"))
         a.observe(transient("smtp 451: greylisted"))
@@ -54,8 +54,8 @@ def test_consecutive_faults_open_it_and_answers_about_recipients_do_not(workers)
     assert 0 < gate.wait <= SETTINGS.circuit_open_seconds
 
 
-def test_a_fault_seen_while_open_pushes_the_row_past_the_next_probe(workers):
-    a = workers[0]
+def test_a_fault_seen_while_open_pushes_the_row_past_the_next_probe(circuits):
+    a = circuits[0]
     for _ in range(SETTINGS.circuit_failures - 1):
         assert a.observe(FAULT) is FAULT  # closed: the result as it was
     last = a.observe(FAULT)
@@ -65,8 +65,8 @@ def test_a_fault_seen_while_open_pushes_the_row_past_the_next_probe(workers):
     assert a.observe(untouched) is untouched
 
 
-def test_exactly_one_worker_probes_and_its_answer_decides(workers):
-    a, b, c = workers
+def test_exactly_one_worker_probes_and_its_answer_decides(circuits):
+    a, b, c = circuits
     _open(a)
     time.sleep(SETTINGS.circuit_open_seconds + 0.05)
     gate = b.check()
@@ -83,8 +83,8 @@ def test_exactly_one_worker_probes_and_its_answer_decides(workers):
     assert (fresh.check().state, fresh.check().failures) == (CLOSED, 0)
 
 
-def test_a_probe_with_nothing_to_send_is_handed_on(workers):
-    a, b, c = workers
+def test_a_probe_with_nothing_to_send_is_handed_on(circuits):
+    a, b, c = circuits
     _open(a)
     time.sleep(SETTINGS.circuit_open_seconds + 0.05)
     assert b.check().probing
