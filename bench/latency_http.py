@@ -5,10 +5,12 @@
 `POST /2010-04-01/Accounts/{sid}/Messages.json` (a form, as `jobs/sending/providers/twilio.py`
 sends it) gets `201 Created` with `{"sid": "SM...", "status": "queued"}` after the delay, on a
 timer of the event loop, so every connection waits concurrently; anything else gets a 404
-straight away. HTTP/1.1 with keep-alive (requests on one connection answered in order), bodies
-by Content-Length only (the provider never sends chunked ones). A small asyncio protocol:
-neither aiohttp nor uvloop is installed, and `http.server` (`bench/sinks.py`) spends a thread
-per connection. Counters and the control socket: `bench/latency_sink.py`.
+straight away. A connection opened beyond --max-connections gets 429 Too Many Requests
+(Retry-After: 1, Twilio's error 20429) for its request, then is closed. HTTP/1.1 with
+keep-alive (requests on one connection answered in order), bodies by Content-Length only (the
+provider never sends chunked ones). A small asyncio protocol: neither aiohttp nor uvloop is
+installed, and `http.server` (`bench/sinks.py`) spends a thread per connection. Counters and
+the control socket: `bench/latency_sink.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bench.latency_sink import Counters, serve
 
 MESSAGES = re.compile(rb"POST /2010-04-01/Accounts/[^/ ]+/Messages\.json(?:\?\S*)? HTTP/1\.[01]")
 MAX_HEAD = 16384
-TOO_MANY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+TOO_MANY = {"code": 20429, "message": "Too Many Requests", "status": 429}
 
 
 def response(status: bytes, body: dict[str, Any], keep_alive: bool) -> bytes:
@@ -61,14 +63,14 @@ class HttpSession(asyncio.Protocol):
         self.buffer = bytearray()
         self.timer: asyncio.TimerHandle | None = None
         self.counted = False
+        self.over_limit = False
         self.closing = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         if self.limit and self.counters.open >= self.limit:
-            self.counters.refused += 1
-            transport.write(TOO_MANY)
-            transport.close()
+            self.counters.refused += 1  # its requests get a 429; not counted as open
+            self.over_limit = True
             return
         self.counted = True
         self.counters.opened()
@@ -88,8 +90,10 @@ class HttpSession(asyncio.Protocol):
             request = self._next_request()
             if request is None:
                 break
-            self.closing = not request.keep_alive
-            if not request.messages or request.chunked:
+            self.closing = not request.keep_alive or self.over_limit
+            if self.over_limit:
+                out.append(response(b"429 Too Many Requests\r\nRetry-After: 1", TOO_MANY, False))
+            elif not request.messages or request.chunked:
                 not_found = {"code": 20404, "message": "The requested resource was not found"}
                 out.append(response(b"404 Not Found", not_found, request.keep_alive))
             elif self.delay > 0:
@@ -131,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument(
-        "--max-connections", type=int, default=0, help="beyond it: 503 and close (0: no limit)"
+        "--max-connections", type=int, default=0, help="beyond it: 429 and close (0: no limit)"
     )
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
