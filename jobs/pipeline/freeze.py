@@ -1,7 +1,7 @@
 """Freezing a segment into the delivery ledger.
 
 Two ways, one result. When the segment is exact (its SQL pre-filter decides membership alone,
-see `segment_analysis.exact`), each window of user ids becomes one INSERT ... SELECT inside the
+see `segments.pushdown.exact`), each window of user ids becomes one INSERT ... SELECT inside the
 database: no user row crosses into Python. Otherwise matching users are read page by page, CEL
 decides, and `ledger.freeze` writes the rows. Either way windows are small enough to check for
 a cancel, beat the campaign's heartbeat and log progress between them, and a re-run after a

@@ -176,7 +176,7 @@ def _in_use(message_id: int) -> bool:
 def delete_email_message(message_id: int) -> None:
     with write_transaction():
         # Locked first, so a CreateCampaign naming it meanwhile is either seen below or,
-        # waiting for the lock, finds it gone (see campaigns._shared).
+        # waiting for the lock, finds it gone (see `server.campaigns.commands._shared`).
         message = get_email_message(message_id, lock=True)
         if _in_use(message.id):
             raise FailedPrecondition(

@@ -52,7 +52,7 @@ class CompiledSegment:
     clauses: tuple[Clause, ...] = ()
     pushed_down: list[str] = field(default_factory=list)
     reads: Reads | None = None  # None: hand CEL the whole user
-    exact: bool = False  # the pushed clauses decide alone: no CEL needed (see analysis.exact)
+    exact: bool = False  # the pushed clauses decide alone: no CEL needed (pushdown.exact)
 
 
 class Problem(NamedTuple):

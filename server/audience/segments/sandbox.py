@@ -4,7 +4,7 @@ deadline and a memory cap.
 The `cel` evaluator is native code that holds the GIL for the whole of one evaluation, and
 its macros copy lists as they go: a 4 KB expression can keep one evaluation busy for minutes
 (a `map` over a long list builds the result quadratically), stalling every thread of the
-server. `segment_engine` refuses the worst shapes outright, but the cost also depends on the
+server. `limits.shape_problem` refuses the worst shapes outright, but the cost also depends on the
 users' data, so PreviewSegment, the one place the server evaluates an expression a caller
 just wrote, sends its candidates to a child process and waits at most the time left. A child
 past the deadline is killed (and replaced on the next preview), and the call is answered
@@ -149,7 +149,7 @@ class Evaluator:
         )
 
     def __call__(self, compiled: Any, contexts: list[Any]) -> list[int]:
-        """segment_engine.Evaluate: indices of the contexts `compiled.expression` matches."""
+        """engine.Evaluate: indices of the contexts `compiled.expression` matches."""
         if not contexts:
             return []
         return _pool.evaluate(
@@ -171,7 +171,7 @@ class BatchEvaluator:
         self.budget = budget
 
     def __call__(self, compiled: Any, contexts: list[Any]) -> list[int]:
-        """segment_engine.Evaluate: indices of the contexts `compiled.expression` matches."""
+        """engine.Evaluate: indices of the contexts `compiled.expression` matches."""
         if not contexts:
             return []
         if self.left <= 0:

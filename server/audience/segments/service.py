@@ -122,7 +122,7 @@ def update_segment(segment_id: int, data: SegmentInput, mask: Collection[str]) -
 def delete_segment(segment_id: int) -> None:
     with write_transaction():
         # Locked first, so a CreateCampaign naming it meanwhile is either seen below or,
-        # waiting for the lock, finds it gone (see campaigns._shared).
+        # waiting for the lock, finds it gone (see `server.campaigns.commands._shared`).
         segment = get_segment(segment_id, lock=True)
         users = Campaign.select().where(
             (Campaign.segment_id == segment.id)
