@@ -98,10 +98,13 @@ def row(cell: dict[str, Any]) -> str:
     )
 
 
-def run_delay(args: argparse.Namespace, channel: str, delay: float) -> list[dict[str, Any]]:
+def run_delay(
+    args: argparse.Namespace, channel: str, delay: float, cells: list[dict[str, Any]]
+) -> None:
+    """The raw loops and a campaign per worker count against one sink; cells appended (and
+    written out) as each ends, so an interrupted run keeps what it measured."""
     recipients = min(args.recipients, args.cap.get(delay, args.recipients))
     sink_args = ["--delay-ms", str(delay), "--max-connections", str(args.sink_max_connections)]
-    cells = []
     with SinkProcess(SINKS[channel], sink_args) as sink:
         print(f"{channel}, D = {delay:g} ms, {recipients:,} recipients", flush=True)
         raw = raw_baselines(sink, channel, args.raw_connections, args.raw_seconds)
@@ -111,7 +114,7 @@ def run_delay(args: argparse.Namespace, channel: str, delay: float) -> list[dict
             cell["recipients_asked"] = recipients
             print(row(cell), flush=True)
             cells.append(cell)
-    return cells
+            write_json(args, cells)
 
 
 def machine() -> dict[str, Any]:
@@ -156,22 +159,26 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def write_json(args: argparse.Namespace, cells: list[dict[str, Any]]) -> None:
+    if not args.json:
+        return
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": args.machine, "loadavg_now": machine()["loadavg"]}
+    meta["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    args.json.write_text(json.dumps({"meta": meta, "cells": cells}, indent=1, default=str))
+
+
 def main() -> None:
     args = parse_args()
-    started = machine() | {"label": args.label}
-    print(f"machine: {started}", flush=True)
-    cells = []
+    args.machine = machine() | {"label": args.label}
+    print(f"machine: {args.machine}", flush=True)
+    cells: list[dict[str, Any]] = []
     for channel in args.channel:
         delays = args.email_delays if channel == "email" else args.sms_delays
         for delay in delays:
-            cells += run_delay(args, channel, delay)
+            run_delay(args, channel, delay, cells)
     print(f"\n| {COLUMNS} |\n|{'---|' * len(COLUMNS.split('|'))}")
     print("\n".join(row(cell) for cell in cells), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"machine": started, "loadavg_end": machine()["loadavg"], "args": vars(args)}
-        meta["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in meta["args"].items()}
-        args.json.write_text(json.dumps({"meta": meta, "cells": cells}, indent=1, default=str))
 
 
 if __name__ == "__main__":

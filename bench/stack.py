@@ -144,8 +144,9 @@ def running_stack(
 
 
 def send_and_wait(stack: Stack, timeout: float = 3600.0, interval: float = 0.5) -> dict[str, Any]:
-    """SendCampaignNow, then poll until the campaign is sent or failed (or `timeout` passes),
-    sampling every worker's memory (with its job process) every `interval` seconds."""
+    """SendCampaignNow, then poll until the campaign is sent or failed (or `timeout` passes, or
+    every worker has exited), sampling every worker's memory (with its job process) every
+    `interval` seconds."""
     campaigns = campaign_service_pb2_grpc.CampaignServiceStub(stack.channel)
     time.sleep(1.0)  # workers up
     peak = [0] * len(stack.workers)
@@ -154,13 +155,19 @@ def send_and_wait(stack: Stack, timeout: float = 3600.0, interval: float = 0.5) 
     while True:
         c = campaigns.GetCampaign(cpb.GetCampaignRequest(id=stack.campaign_id)).campaign
         peak = [max(old, tree_rss_kb(p.pid)) for old, p in zip(peak, stack.workers, strict=True)]
-        if c.status in FINAL or time.time() - t0 > timeout:
+        gone = all(p.poll() is not None for p in stack.workers)
+        if c.status in FINAL or gone or time.time() - t0 > timeout:
             break
         time.sleep(interval)
     started = c.started_at.ToDatetime().timestamp() if c.HasField("started_at") else t0
     completed = c.completed_at.ToDatetime().timestamp() if c.HasField("completed_at") else 0.0
+    if c.status in FINAL:
+        status = campaign_pb2.CampaignStatus.Name(c.status)
+    else:  # someone else's signal can end a worker: say so rather than wait for the timeout
+        status = "workers exited" if gone else "timeout"
     return {
-        "status": campaign_pb2.CampaignStatus.Name(c.status) if c.status in FINAL else "timeout",
+        "status": status,
+        "exit_codes": [p.poll() for p in stack.workers],
         "recipients": c.sent_count,
         "failed": c.failed_count,
         "calculating_s": started - t0,
