@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 
 import peewee as pw
 
-from server.audience.segments import engine, sandbox
+from server.audience.segments import engine
+from server.audience.segments.budget import BatchEvaluator
 from server.audience.segments.engine import UserRow
 from server.core.channels import Channel
 from server.core.status import Status
@@ -150,8 +151,8 @@ def freeze_in_python(
     """The general path: CEL decides page by page; the users matched, or None if cancelled."""
     if not _still_calculating(campaign.id):
         return None
-    # Caller-written CEL, evaluated under a time budget in a child process (the sandbox).
-    evaluate = sandbox.BatchEvaluator()
+    # Caller-written CEL, evaluated under a time and memory budget in a child process.
+    evaluate = BatchEvaluator()
     pages = engine.iter_matches(compiled, campaign.organization_id, edition_id, evaluate=evaluate)
     return _windows(
         campaign, (_freeze_page(campaign, page) for page in pages), _progress_logger(campaign.id)

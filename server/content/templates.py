@@ -43,6 +43,8 @@ def compile_template(source: str, field: str, *, html: bool = False) -> jinja2.T
         return _compile(source, html)
     except jinja2.TemplateSyntaxError as exc:
         raise invalid(field, f"line {exc.lineno}: {exc.message}") from None
+    except RecursionError:  # Jinja's parser recurses per nesting level (`{{{{{{...`)
+        raise invalid(field, "nests too deeply to compile") from None
 
 
 def render(template: jinja2.Template, context: dict[str, Any]) -> str:

@@ -168,27 +168,40 @@ class Sender:
             return 0
         group = leases.take(self.campaign.id, self.owner, limit, self.settings.lease_seconds)
         self.limiter.give_back(limit - len(group))
-        for row, user in group:
-            self._start(row, user)
+        for index, (row, user) in enumerate(group):
+            try:
+                self._start(row, user)
+            except BaseException:
+                # Never handed over (the database was busy, say): back to pending unspent,
+                # not left "sending" for the reaper to call ambiguous.
+                for rest, _ in group[index:]:
+                    self._answer(rest, deferred(0.0))
+                raise
         return len(group)
 
     def _start(self, row: leases.LeasedRow, user: leases.Recipient) -> None:
         """Render here and send on an I/O thread (socket waits release the GIL)."""
-        self.in_flight += 1
         if user is None or user.erased_at is not None:
-            self.done.put((row, permanent("user was erased before the message went out")))
+            self._answer(row, permanent("user was erased before the message went out"))
             return
         try:
             if self.campaign.channel == Channel.EMAIL:
                 message: Any = self.composer.email(user, row.address)
-                future = self.io.submit(self._guarded, self.provider.send_email, message)
+                send: Callable[[Any], SendResult] = self.provider.send_email
             else:
                 message = self.composer.sms(user, row.address)
-                future = self.io.submit(self._guarded, self.provider.send_sms, message)
+                send = self.provider.send_sms
         except RenderError as exc:
-            self.done.put((row, permanent(f"template failed for this user: {exc}")))
+            self._answer(row, permanent(f"template failed for this user: {exc}"))
             return
+        future = self.io.submit(self._guarded, send, message)
+        self.in_flight += 1  # counted once it is on its way: every one comes back below
         future.add_done_callback(lambda f: self.done.put((row, _result(f))))
+
+    def _answer(self, row: leases.LeasedRow, result: SendResult) -> None:
+        """An outcome known without the network."""
+        self.in_flight += 1
+        self.done.put((row, result))
 
     def _guarded(self, send: Callable[[Any], SendResult], message: Any) -> SendResult:
         """On the I/O thread: once the job has stopped (a cancel, an open circuit) nothing
@@ -291,6 +304,6 @@ def _result(future: Future[SendResult]) -> SendResult:
     """A send that raised is a bug, but its message may have left: never resend it."""
     try:
         return future.result()
-    except Exception as exc:
+    except BaseException as exc:
         log.exception("a send raised instead of answering")
         return ambiguous(f"internal error while sending: {type(exc).__name__}: {exc}")

@@ -8,9 +8,8 @@ server. `limits.shape_problem` refuses the worst shapes outright, but the cost a
 users' data, so PreviewSegment, the one place the server evaluates an expression a caller
 just wrote, sends its candidates to a child process and waits at most the time left. A child
 past the deadline is killed (and replaced on the next preview), and the call is answered
-RESOURCE_EXHAUSTED. A worker's calculation evaluates in the same kind of child
-(`BatchEvaluator`): a batch past its time, or a campaign past its budget, fails that campaign
-with the reason instead of holding the worker (and every organization queued behind it).
+RESOURCE_EXHAUSTED. A worker's calculation evaluates under the same kind of budget, in a
+forked child per batch (`budget.BatchEvaluator`).
 """
 
 from __future__ import annotations
@@ -155,32 +154,3 @@ class Evaluator:
         return _pool.evaluate(
             compiled.expression, contexts, self.deadline, config.PREVIEW_EVAL_SECONDS
         )
-
-
-class BatchEvaluator:
-    """Evaluates a worker's calculation batch by batch in the sandbox: each batch within
-    `per_batch` seconds, all of them within `budget` seconds of evaluation."""
-
-    def __init__(
-        self,
-        per_batch: float = config.CALCULATE_EVAL_SECONDS,
-        budget: float = config.CALCULATE_EVAL_BUDGET_SECONDS,
-    ) -> None:
-        self.per_batch = per_batch
-        self.left = budget
-        self.budget = budget
-
-    def __call__(self, compiled: Any, contexts: list[Any]) -> list[int]:
-        """engine.Evaluate: indices of the contexts `compiled.expression` matches."""
-        if not contexts:
-            return []
-        if self.left <= 0:
-            raise ExpressionTooCostly(
-                f"evaluating the segment took more than {self.budget:g} s in all"
-            )
-        limit = min(self.per_batch, self.left)
-        started = time.monotonic()
-        try:
-            return _pool.evaluate(compiled.expression, contexts, None, limit)
-        finally:
-            self.left -= time.monotonic() - started
