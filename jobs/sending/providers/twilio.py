@@ -12,8 +12,11 @@ The base URL is configurable, so tests and other providers speaking the same API
 from __future__ import annotations
 
 import email.utils
+import ssl
+import threading
 import time
 
+import certifi
 import httpx
 
 from jobs.sending.providers import OutgoingSms, SendResult, ambiguous, permanent, sent, transient
@@ -42,19 +45,35 @@ class TwilioProvider:
 
     def __init__(self, settings: DeliverySettings) -> None:
         self.settings = settings
-        # Requests in flight at once, each on a send thread; the client pools as many
-        # keep-alive connections (httpx's Client is safe to share between threads).
+        # Requests in flight at once, each on a send thread with a keep-alive client of its
+        # own: one client shared by many threads spends more time in its pool's lock than
+        # on the wire (BENCHMARKS.md, "Sending engine v2").
         self.concurrency = settings.sms_max_in_flight
         base = settings.twilio_base_url.rstrip("/")
         self.url = f"{base}/2010-04-01/Accounts/{settings.twilio_account_sid}/Messages.json"
         self.endpoint = f"{base}/{settings.twilio_account_sid}"
-        self.client = httpx.Client(
-            auth=(settings.twilio_account_sid, settings.twilio_auth_token),
-            timeout=settings.twilio_timeout,
-            limits=httpx.Limits(
-                max_connections=self.concurrency, max_keepalive_connections=self.concurrency
-            ),
-        )
+        # One TLS context for every thread's client: building one loads the CA bundle, which
+        # costs more than many requests.
+        self._tls = ssl.create_default_context(cafile=certifi.where())
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> httpx.Client:
+        """This thread's client (one keep-alive connection)."""
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(
+                auth=(self.settings.twilio_account_sid, self.settings.twilio_auth_token),
+                timeout=self.settings.twilio_timeout,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                verify=self._tls,
+            )
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
 
     def send_sms(self, message: OutgoingSms) -> SendResult:
         form = {"To": message.to, "From": self.settings.twilio_from, "Body": message.body}
@@ -80,4 +99,8 @@ class TwilioProvider:
         return permanent(error)
 
     def close(self) -> None:
-        self.client.close()
+        """Every thread's client (called once the send threads are done)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
