@@ -125,14 +125,18 @@ class Sender:
         """One turn of the loop; False when the job is done."""
         if self.cancelled():
             return False
-        gate = self.circuit.check()
-        if not gate.allowed:
-            self.paused_for = gate.wait
+        if self.circuit.tripped.is_set():  # this job saw it open: stay away until it may probe
+            self.paused_for = self.circuit.wait()
             return False
-        if gate.probing:
-            return self._probe()
         free = self.capacity - self.in_flight
         if not self.exhausted and free > 0 and self._worth_taking(free):
+            # The shared breaker is asked before each take (one round trip), not each turn.
+            gate = self.circuit.check()
+            if not gate.allowed:
+                self.paused_for = gate.wait
+                return False
+            if gate.probing:
+                return self._probe()
             wanted = min(free, self.settings.group_size)
             # Fewer rows than asked: none are due beyond these (after_send decides what
             # comes next: a successor, a wait for retries, or the end).
