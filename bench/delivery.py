@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import smtplib
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -100,11 +101,12 @@ def main() -> None:
             print(f"raw {args.channel} loop: {raw:,.0f} msg/s (pipelined {piped:,.0f})")
             r = run_pipeline(args, workers, env)
             rate = r["recipients"] / r["sending_s"]
+            load = " / ".join(Path("/proc/loadavg").read_text().split()[:3])  # a shared machine
             print(
                 f"| {args.channel} | {args.database} | {workers} | {int(r['recipients']):,} | "
                 f"{args.recipients / r['calculating_s']:,.0f} | {rate:,.0f} | "
                 f"{r['wall_s']:.1f} | {r['peak_mb']:.0f} | {raw:,.0f} | {rate / raw:.2f} | "
-                f"{piped:,.0f} | {rate / piped:.2f} |",
+                f"{piped:,.0f} | {rate / piped:.2f} | {load} |",
                 flush=True,
             )
     finally:

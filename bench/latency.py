@@ -33,7 +33,7 @@ RAW: dict[str, Callable[..., dict[str, float]]] = {"email": smtp_loop, "sms": sm
 COLUMNS = (
     "channel | D (ms) | workers | recipients | status | msg/s at sink | peak connections |"
     " peak RSS per worker (MB) | raw 1 conn (msg/s) | raw 10 conn (msg/s) | pipeline / raw 10 |"
-    " sink CPU"
+    " sink CPU | load average (1, 5 min)"
 )
 
 
@@ -77,6 +77,7 @@ def pipeline_cell(
         result = send_and_wait(stack, timeout=args.timeout, interval=0.25)
     stats = sink.stats()
     result["killed_on_stop"] = stack.killed_on_stop
+    result["loadavg"] = loadavg()  # at the cell's end: the machine is shared
     return result | {
         "rate": stats["rate"],
         "accepted": stats["accepted"],
@@ -94,7 +95,8 @@ def row(cell: dict[str, Any]) -> str:
         f"| {cell['channel']} | {cell['delay_ms']:g} | {cell['workers']} | "
         f"{cell['accepted']:,} / {cell['recipients_asked']:,} | {status} | {cell['rate']:,.1f} | "
         f"{cell['peak_open']} | {cell['peak_mb']:.0f} | {raw1.get('rate', 0):,.1f} | "
-        f"{raw10.get('rate', 0):,.1f} | {ratio:.2f} | {cell['sink_cpu']:.0%} |"
+        f"{raw10.get('rate', 0):,.1f} | {ratio:.2f} | {cell['sink_cpu']:.0%} | "
+        f"{' / '.join(cell.get('loadavg', [])[:2])} |"
     )
 
 
@@ -117,11 +119,15 @@ def run_delay(
             write_json(args, cells)
 
 
+def loadavg() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
 def machine() -> dict[str, Any]:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return {
         "cpus": os.cpu_count(),
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "loadavg": loadavg(),
         "commit": rev.stdout.strip() or "unknown",
     }
 
