@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from redis import Redis
 from rq import Queue
 
 KICKOFF = "jobs.pipeline.kickoff.kickoff"
@@ -46,6 +47,52 @@ def enqueue_calculate(q: Queue, campaign_id: int, job_id: str) -> None:
 
 def enqueue_send(q: Queue, campaign_id: int, job_id: str, at: dt.datetime | None = None) -> None:
     _enqueue(q, SEND, campaign_id, job_id, SEND_TIMEOUT, at)
+    # Counted until a send job starts: a campaign whose send job waits in a long queue has
+    # no heartbeat, and is not stalled (the sweep would otherwise enqueue more of the same).
+    with q.connection.pipeline() as pipe:
+        pipe.incr(_waiting_key(campaign_id))
+        pipe.expire(_waiting_key(campaign_id), WAITING_TTL)
+        pipe.execute()
+
+
+WAITING_TTL = 900  # seconds a count of waiting send jobs outlives its last enqueue
+
+
+def _waiting_key(campaign_id: int) -> str:
+    return f"campaigns:sends-waiting:{campaign_id}"
+
+
+def send_started(connection: Redis, campaign_id: int) -> None:
+    """A send job of the campaign has started: one fewer waiting (never below none)."""
+    if connection.decr(_waiting_key(campaign_id)) < 0:
+        connection.set(_waiting_key(campaign_id), 0, ex=WAITING_TTL)
+
+
+def sends_waiting(connection: Redis, campaign_ids: list[int]) -> set[int]:
+    """The campaigns with a send job enqueued or scheduled that has not started yet."""
+    if not campaign_ids:
+        return set()
+    counts = connection.mget([_waiting_key(i) for i in campaign_ids])
+    return {i for i, n in zip(campaign_ids, counts, strict=True) if n and int(n) > 0}
+
+
+def start_job_id(campaign_id: int) -> str:
+    return f"start-{campaign_id}"
+
+
+def pending(connection: Redis, job_ids: dict[int, str]) -> set[int]:
+    """The campaigns (keys) whose job (values) is on its way: queued or running. A job Redis
+    lost, or one that has finished, is not; nor is one still waiting in RQ's scheduled
+    registry past its time, which only a live scheduler would move (when the one holding the
+    lock has died, it moves nothing for a minute)."""
+    if not job_ids:
+        return set()
+    with connection.pipeline() as pipe:
+        for job_id in job_ids.values():
+            pipe.hget(f"rq:job:{job_id}", "status")
+        statuses = pipe.execute()
+    live = {b"queued", b"started", b"deferred"}
+    return {c for c, s in zip(job_ids, statuses, strict=True) if s in live}
 
 
 def _enqueue(
@@ -67,4 +114,4 @@ class RQDispatcher:
         enqueue_kickoff(self.queue, campaign_id, kickoff_job_id(campaign_id, when), at=when)
 
     def start_now(self, campaign_id: int) -> None:
-        _enqueue(self.queue, START, campaign_id, f"start-{campaign_id}", CALCULATE_TIMEOUT, None)
+        _enqueue(self.queue, START, campaign_id, start_job_id(campaign_id), CALCULATE_TIMEOUT, None)

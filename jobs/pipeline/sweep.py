@@ -26,7 +26,15 @@ from collections.abc import Callable
 from rq import Queue
 
 from jobs.context import delivery_settings, ensure_database
-from jobs.enqueue import enqueue_calculate, enqueue_kickoff, enqueue_send
+from jobs.enqueue import (
+    enqueue_calculate,
+    enqueue_kickoff,
+    enqueue_send,
+    kickoff_job_id,
+    pending,
+    sends_waiting,
+    start_job_id,
+)
 from server.core.status import Status
 from server.store import ledger
 from server.store.db import release_connection, tuples
@@ -45,7 +53,7 @@ KICKOFF_GRACE_SECONDS = min(SWEEP_INTERVAL, 10.0)
 PASS_LOCK = "campaigns:sweep:pass"
 
 
-def due_campaign_ids(limit: int = 1000, grace: float | None = None) -> list[int]:
+def due_campaigns(limit: int = 1000, grace: float | None = None) -> list[tuple[int, dt.datetime]]:
     """Scheduled campaigns past their time by more than `grace` seconds: the RQ scheduler's
     own kickoff gets that long first (a second kickoff for each of a burst of campaigns due
     together would double the jobs the workers must get through)."""
@@ -54,12 +62,12 @@ def due_campaign_ids(limit: int = 1000, grace: float | None = None) -> list[int]
     try:
         due = utcnow() - dt.timedelta(seconds=grace)
         query = (
-            Campaign.select(Campaign.id)
+            Campaign.select(Campaign.id, Campaign.scheduled_at)
             .where((Campaign.status == Status.SCHEDULED) & (Campaign.scheduled_at <= due))
             .order_by(Campaign.scheduled_at)
             .limit(limit)
         )
-        return [c.id for c in query]
+        return [(int(c.id), c.scheduled_at) for c in query if c.scheduled_at is not None]
     finally:
         release_connection()
 
@@ -128,18 +136,31 @@ def _first_kickoff(queue: Queue, campaign_id: int) -> bool:
 def sweep(queue: Queue) -> int:
     """Kick off due campaigns, resume stalled ones and settle cancelled ones; returns how
     many campaigns were touched."""
-    ids = [i for i in due_campaign_ids() if _first_kickoff(queue, i)]
+    due = due_campaigns()
+    # The server's own scheduled kickoff, still queued behind other jobs, is not lost.
+    on_its_way = pending(queue.connection, {c: kickoff_job_id(c, at) for c, at in due})
+    ids = [c for c, _ in due if c not in on_its_way and _first_kickoff(queue, c)]
     for campaign_id in ids:
         enqueue_kickoff(queue, campaign_id, f"sweep-kickoff-{campaign_id}")
     if ids:
         log.info("sweep found due campaigns", extra={"count": len(ids)})
     stale = stale_campaigns(delivery_settings().stale_seconds)
+    waiting = _waiting(queue, stale)
     for campaign_id, status in stale:
-        resume(queue, campaign_id, status)
+        if campaign_id not in waiting:
+            resume(queue, campaign_id, status)
     cancelled = cancelled_with_rows_left()
     for campaign_id in cancelled:
         settle_cancelled(campaign_id)
     return len(ids) + len(stale) + len(cancelled)
+
+
+def _waiting(queue: Queue, stale: list[tuple[int, str]]) -> set[int]:
+    """Stale-looking campaigns that are only waiting their turn in the queue: a send job
+    enqueued and not started, or the start job of a campaign sent now (no heartbeat yet)."""
+    sending = [c for c, s in stale if s == Status.SENDING]
+    calculating = {c: start_job_id(c) for c, s in stale if s == Status.CALCULATING}
+    return sends_waiting(queue.connection, sending) | pending(queue.connection, calculating)
 
 
 def _our_pass(queue: Queue, interval: float) -> bool:

@@ -12,6 +12,7 @@ from jobs.sending.providers import OutgoingEmail, OutgoingSms
 from server.config import DeliverySettings
 from server.content import templates
 from server.content.email_messages import render_content
+from server.content.templates import RenderError
 from server.core.channels import Channel
 from server.delivery.link_tokens import LinkMaker, TokenSigner
 from server.delivery.links import track
@@ -67,8 +68,10 @@ class Composer:
         )
 
     def email(self, user: Recipient, address: str) -> OutgoingEmail:
-        """RenderError when the templates fail for this user."""
-        assert self.message is not None and self.mime is not None
+        """RenderError when the templates fail for this user, or when there is nothing to
+        render (the campaign's email message was deleted)."""
+        if self.message is None or self.mime is None:
+            raise RenderError(f"email message {self.campaign.email_message_id} no longer exists")
         url = self.links.unsubscribe(self.campaign.id, user.id)
         subject, body_html, body_text = render_content(self.message, user, self.edition, url)
         body_html, body_text = _with_visible_unsubscribe(body_html, body_text, url)

@@ -19,7 +19,7 @@ import time
 import uuid
 
 from jobs.context import delivery_settings, ensure_database, queue
-from jobs.enqueue import enqueue_send
+from jobs.enqueue import enqueue_send, send_started
 from jobs.pipeline.send.sender import Sender, campaign_status
 from server.campaigns import transitions
 from server.config import DeliverySettings
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def send(campaign_id: int) -> str:
+    send_started(queue().connection, campaign_id)
     ensure_database()
     settings = delivery_settings()
     campaign = transitions.get(campaign_id) if campaign_status(campaign_id) else None

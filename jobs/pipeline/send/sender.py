@@ -175,9 +175,9 @@ class Sender:
         for index, (row, user) in enumerate(group):
             try:
                 self._start(row, user)
-            except BaseException:
-                # Never handed over (the database was busy, say): back to pending unspent,
-                # not left "sending" for the reaper to call ambiguous.
+            except OUTAGE_ERRORS:
+                # Never handed over (the database went away mid-render): back to pending
+                # unspent, not left "sending" for the reaper to call ambiguous.
                 for rest, _ in group[index:]:
                     self._answer(rest, deferred(0.0))
                 raise
@@ -197,6 +197,12 @@ class Sender:
                 send = self.provider.send_sms
         except RenderError as exc:
             self._answer(row, permanent(f"template failed for this user: {exc}"))
+            return
+        except OUTAGE_ERRORS:
+            raise
+        except Exception as exc:  # a bug: this row fails with the reason, the job goes on
+            log.exception("could not compose a message", extra={"campaign_id": self.campaign.id})
+            self._answer(row, permanent(f"could not compose the message: {exc!r}"[:500]))
             return
         future = self.io.submit(self._guarded, send, message)
         self.in_flight += 1  # counted once it is on its way: every one comes back below
