@@ -5,7 +5,8 @@ ones (module names under bench/), at the same sizes.
 
 BENCH_SCALE (default 1.0) scales the sizes down for a quick look, e.g. BENCH_SCALE=0.1 (the
 load test's duration too, never below 10 s). At full scale it takes about an hour and a half
-on 2 cores: issue 7's sizes (a million users, recipients and imports; 100,000 campaigns).
+on 2 cores: issue 7's sizes (a million users, recipients and imports; 100,000 campaigns),
+and some 40 minutes more for issue 20's (bursts, the hang test, cancel, faults).
 Needs PostgreSQL at 127.0.0.1:5432 and Postfix's smtp-sink (apt-get install postfix; the load
 test falls back to aiosmtpd without it).
 """
@@ -49,6 +50,24 @@ RUNS = [
     *(
         ["bench.load", "--seconds", seconds(60), "--recipients", n(30_000), "--database", db]
         for db in ("sqlite", "postgres")
+    ),
+    # Sending engine v2 (issue 20): bursts, hangs, cancel, costly segments, ambiguity.
+    ["bench.burst", "--campaigns", n(1000), "--workers", "2", "--json", "var/bench-burst.json"],
+    [
+        *("bench.hang", "--campaigns", n(900), "--workers", "2", "--busy", "2"),
+        *("--sweep-interval", "0.05", "--json", "var/bench-hang.json"),
+    ],
+    [
+        *("bench.cancel", "--recipients", n(20_000), "--delay-ms", "100", "--at", "0.4"),
+        *("--json", "var/bench-cancel.json"),
+    ],
+    ["bench.costly", "--users", n(2000), "--workers", "1", "--json", "var/bench-costly.json"],
+    *(
+        [
+            *("bench.ambiguity", "--fault", fault, "--recipients", n(20_000), "--delay-ms", "100"),
+            *("--json", f"var/bench-ambiguity-{fault}.json"),
+        ]
+        for fault in ("kill", "cut")
     ),
 ]
 

@@ -4,6 +4,10 @@ and `SinkProcess`, which runs a sink in its own process (its CPU is not the clie
 A sink process prints one JSON line when it listens (`{"port": P, "control": C}`), answers
 `stats` / `reset` lines on its control port with one JSON line each (`reset` answers the
 counters it cleared), and prints its final counters as one JSON line on SIGTERM or SIGINT.
+A sink started with `--record` also keeps one record per message, answered by `messages`
+(`{"messages": [[mail_at, data_at, replied_at, "rcpt,..."], ...]}`, time.time() values, 0.0
+for a step the message never reached): when its MAIL FROM arrived, when its data was complete,
+when it was answered 250 (a connection lost before the reply leaves 0.0).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Counters:
     first_at: float = 0.0  # time.time() of the first and last accepted message
     last_at: float = 0.0
     cpu_at_reset: float = field(default_factory=time.process_time)
+    records: list[list[Any]] | None = None  # one per message, with --record (see the module)
 
     def opened(self) -> None:
         self.connections += 1
@@ -65,9 +70,19 @@ class Counters:
             "cpu_us_per_message": round(cpu / self.accepted * 1e6, 1) if self.accepted else 0.0,
         }
 
+    def record(self) -> list[Any] | None:
+        """A new message's record (its MAIL FROM arrived now), or None when not recording."""
+        if self.records is None:
+            return None
+        entry: list[Any] = [time.time(), 0.0, 0.0, ""]
+        self.records.append(entry)
+        return entry
+
     def reset(self) -> dict[str, Any]:
         before = self.snapshot()
+        recording = [] if self.records is not None else None
         self.__dict__.update(vars(Counters(open=self.open, peak_open=self.open)))
+        self.records = recording
         return before
 
 
@@ -77,6 +92,8 @@ async def _control(counters: Counters, reader: asyncio.StreamReader, writer: Any
             answer = counters.reset()
         elif line == b"stats":
             answer = counters.snapshot()
+        elif line == b"messages":
+            answer = {"messages": counters.records or []}
         else:
             answer = {"error": f"unknown command {line.decode(errors='replace')}"}
         writer.write(json.dumps(answer).encode() + b"\n")
@@ -131,6 +148,11 @@ class SinkProcess:
 
     def reset(self) -> dict[str, Any]:
         return self.ask("reset")
+
+    def messages(self) -> list[list[Any]]:
+        """Every message's record since the last reset (a sink started with --record)."""
+        records: list[list[Any]] = self.ask("messages")["messages"]
+        return records
 
     def stop(self) -> dict[str, Any]:
         """Terminate the sink; its final counters."""

@@ -1,6 +1,6 @@
 """An SMTP sink that answers the end of DATA after D ms, as a relay over a network would.
 
-    python -m bench.latency_smtp --delay-ms 20 [--max-connections 50] [--port 0]
+    python -m bench.latency_smtp --delay-ms 20 [--max-connections 50] [--port 0] [--record]
 
 ESMTP with PIPELINING, 8BITMIME, SMTPUTF8 and SIZE; messages are discarded. Only the reply to
 the end of DATA waits (a timer on the event loop: other connections go on meanwhile); replies
@@ -8,13 +8,17 @@ on a connection stay in order, so commands pipelined behind the end of DATA are 
 after it. Beyond --max-connections open connections a new one is greeted with "421 4.7.0 too
 many connections" and closed. A hand-written asyncio protocol rather than aiosmtpd: its
 per-message cost bounds what the benchmark can measure (BENCHMARKS.md, "Sending engine v2:
-latency"). Counters and the control socket: `bench/latency_sink.py`.
+latency"). Counters and the control socket: `bench/latency_sink.py`; with --record, one record
+per message (MAIL FROM, data complete, 250 sent, recipients). Commands pipelined behind an end
+of DATA are read after its reply, but a client waits for that reply before its next MAIL, so
+a MAIL FROM is recorded when it arrives.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from typing import Any
 
 from bench.latency_sink import Counters, serve
@@ -51,6 +55,7 @@ class SmtpSession(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.counted = False
         self.closing = False
+        self.current: list[Any] | None = None  # this message's record (--record)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -98,11 +103,14 @@ class SmtpSession(asyncio.Protocol):
         verb = line[:4].upper()
         if verb == b"MAIL":
             self.mail, self.rcpts = True, 0
+            self.current = self.counters.record()
             return b"250 2.1.0 Ok\r\n"
         if verb == b"RCPT":
             if not self.mail:
                 return b"503 5.5.1 Error: need MAIL command\r\n"
             self.rcpts += 1
+            if self.current is not None:
+                self._note_rcpt(line)
             return b"250 2.1.5 Ok\r\n"
         if verb == b"DATA":
             if not self.rcpts:
@@ -113,6 +121,11 @@ class SmtpSession(asyncio.Protocol):
         if verb in (b"RSET", b"HELO", b"EHLO"):
             self.mail, self.rcpts = False, 0
         return REPLIES.get(verb, UNKNOWN)
+
+    def _note_rcpt(self, line: bytes) -> None:
+        assert self.current is not None
+        address = line.partition(b"<")[2].partition(b">")[0].decode(errors="replace").lower()
+        self.current[3] = f"{self.current[3]},{address}" if self.current[3] else address
 
     def _end_of_data(self, out: list[bytes]) -> bool:
         """Consume the message if it is complete; True when its reply went into `out`."""
@@ -126,6 +139,8 @@ class SmtpSession(asyncio.Protocol):
             end = found + len(END_OF_DATA)
         del self.buffer[:end]
         self.in_data, self.scan, self.mail, self.rcpts = False, 0, False, 0
+        if self.current is not None:
+            self.current[1] = time.time()
         if self.delay > 0:
             self.timer = asyncio.get_running_loop().call_later(self.delay, self._accepted)
             return False
@@ -134,6 +149,8 @@ class SmtpSession(asyncio.Protocol):
 
     def _queued(self) -> bytes:
         self.counters.accept()
+        if self.current is not None:
+            self.current[2], self.current = time.time(), None
         return b"250 2.0.0 Ok: queued as %d\r\n" % self.counters.accepted
 
     def _accepted(self) -> None:
@@ -146,8 +163,9 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--max-connections", type=int, default=0, help="0: no limit")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--record", action="store_true", help="a record per message")
     args = parser.parse_args()
-    counters = Counters()
+    counters = Counters(records=[] if args.record else None)
     delay = args.delay_ms / 1000
 
     def session() -> SmtpSession:
