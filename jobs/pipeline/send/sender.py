@@ -17,6 +17,7 @@ not yet begun come back unsent, and the ones on the wire finish and are recorded
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -26,6 +27,8 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from jobs.context import shared_redis
 from jobs.sending import outcomes
@@ -41,7 +44,7 @@ from server.core.status import Status
 from server.store import leases
 from server.store import outcomes as recorded
 from server.store.db import OUTAGE_ERRORS, release_connection
-from server.store.models import Campaign, EmailMessage
+from server.store.models import Campaign, EmailMessage, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -171,16 +174,17 @@ class Sender:
         if self.cancelled(force=waited > 0):
             return 0
         group = leases.take(self.campaign.id, self.owner, limit, self.settings.lease_seconds)
-        self.limiter.give_back(limit - len(group))
         for index, (row, user) in enumerate(group):
             try:
                 self._start(row, user)
-            except OUTAGE_ERRORS:
-                # Never handed over (the database went away mid-render): back to pending
+            except BaseException:
+                # Never handed over (the database went away mid-render, say): back to pending
                 # unspent, not left "sending" for the reaper to call ambiguous.
                 for rest, _ in group[index:]:
                     self._answer(rest, deferred(0.0))
                 raise
+        with contextlib.suppress(RedisError):  # unused permits only: the window refills
+            self.limiter.give_back(limit - len(group))
         return len(group)
 
     def _start(self, row: leases.LeasedRow, user: leases.Recipient) -> None:
@@ -221,7 +225,12 @@ class Sender:
             return deferred(self.circuit.wait())
         if self.stopped:
             return deferred(0.0)
-        return self.circuit.observe(send(message))
+        result = send(message)
+        try:
+            return self.circuit.observe(result)
+        except Exception:  # the breaker's Redis is away: the answer itself still stands
+            log.warning("circuit breaker not updated", exc_info=True)
+            return result
 
     def _collect(self, block: bool) -> None:
         """Outcomes that came back; waits a little for the first when `block`."""
@@ -256,14 +265,19 @@ class Sender:
         """Wait for every message in flight and record all outcomes."""
         while self.in_flight:
             self._collect(block=True)
+            self._keep_lease()  # slow sends (timeouts) must not let the lease run out
         self._flush(force=True)
 
     def _keep_lease(self) -> None:
         """Renew the lease on the rows still held, a third of the way into it (not per take:
         each renewal is a round trip)."""
         now = time.monotonic()
-        if now - self.renewed > self.settings.lease_seconds / 3:
+        every = min(self.settings.lease_seconds, self.settings.stale_seconds) / 3
+        if now - self.renewed > every:
             leases.extend_lease(self.campaign.id, self.owner, self.settings.lease_seconds)
+            # The heartbeat too: slow sends record nothing for a while, and the sweep would
+            # take the silence for a dead job.
+            Campaign.update(heartbeat_at=utcnow()).where(Campaign.id == self.campaign.id).execute()
             self.renewed = now
 
     def _ride_out(self, exc: Exception, tries: int) -> None:

@@ -173,6 +173,12 @@ class SmtpProvider:
             # Refused, dropped or timed out before the payload went out: not delivered.
             use.broken = True
             result = transient(f"smtp connection: {type(exc).__name__}: {exc}", fault=True)
+        except UnicodeError as exc:  # an address smtplib cannot put on the wire
+            use.broken = True
+            result = permanent(f"smtp: address cannot be sent: {exc}")
+        except BaseException:
+            self._discard(conn)  # never leak the pool's slot, whatever went wrong
+            raise
         if use.broken:
             self._discard(conn)
         else:
