@@ -66,7 +66,7 @@ def _in_child(program: Any, contexts: list[Any], limit: float) -> list[int]:
     pid = os.fork()
     if pid == 0:  # the child: evaluate, answer, and leave without any clean-up of the parent's
         os.close(read)
-        _child(program, contexts, write)
+        _child(program, contexts, write, limit)
     os.close(write)
     try:
         data = _read_until(read, time.monotonic() + limit)
@@ -87,11 +87,14 @@ def _in_child(program: Any, contexts: list[Any], limit: float) -> list[int]:
     return result
 
 
-def _child(program: Any, contexts: list[Any], write: int) -> None:
+def _child(program: Any, contexts: list[Any], write: int, limit: float) -> None:
     code = 1
     try:
         cap = config.PREVIEW_EVAL_MEMORY_BYTES
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        # Its own end too, should the parent be gone before it could kill it (a job timeout).
+        seconds = int(limit) + 2
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
         data = pickle.dumps(matching(program, contexts))
         view = memoryview(data)
         while view:
